@@ -1,0 +1,1 @@
+"""Replicated agent state: the document set, envelopes, storage and views."""

@@ -1,0 +1,464 @@
+"""One node's replica of the document set: local batching and the receive path.
+
+The replica is sans-IO: it takes envelopes, log entries, local transactions
+and the current time as arguments, and stages writes in its ``Store``. The
+caller decides when to ``commit`` (group commit) and only then sends anything.
+
+Receive checks, all before an update touches a document (docs/PROTOCOL.md §6):
+mesh, document, signature (at decode), client-id binding, duplicate/fork,
+membership position, capability, cutoff, chain continuity (seq, prev), causal
+context, and the update's own content (author's client id only, clocks
+continuing the chain, references and deletes inside the causal context).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pycrdt import Doc
+
+from crdt_state import lib0
+from crdt_state.envelope import (
+    GENESIS_PREV,
+    INCARNATION_BYTES,
+    Envelope,
+    client_id_of,
+    decode_envelope,
+    seal,
+)
+from crdt_state.errors import (
+    ClientIdClash,
+    ClockDiscontinuity,
+    CorruptStore,
+    CutOff,
+    EnvelopeRejected,
+    ForeignClient,
+    ForkDetected,
+    HoldFull,
+    MalformedEnvelope,
+    NotPermitted,
+    OutsideContext,
+    StateError,
+    UnknownDocument,
+    UpdateDecodeError,
+)
+from crdt_state.schema import kind_of, may_write, new_doc
+from crdt_state.storage.base import Store
+from crdt_state.yupdate import decode_update
+from mesh.errors import LogGap, MembershipError
+from mesh.limits import (
+    MAX_BATCH_DELAY_MS,
+    MAX_ENVELOPE_UPDATE_BYTES,
+    MAX_HELD_BYTES,
+    MAX_HELD_ENVELOPES,
+    MAX_HLC_DRIFT_MS,
+    MAX_TXNS_PER_ENVELOPE,
+)
+from mesh.membership.log import Cutoff, LogEntry, decode_entry
+from mesh.membership.state import Membership
+
+Slot = tuple[str, int, int]  # (doc, client, seq)
+
+
+class InvariantViolation(StateError):
+    """A document's state no longer matches its accepted envelopes (a bug, never input)."""
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    HELD = "held"
+
+
+@dataclass
+class ChainState:
+    """The head of one (document, author incarnation) chain."""
+
+    author: bytes
+    incarnation: bytes
+    seq: int
+    hash: bytes
+    clock_end: int
+
+
+@dataclass
+class _Batch:
+    state: bytes
+    vector: dict[int, int]
+    deletes: bytes
+    txns: int = 0
+    bytes: int = 0
+    opened_ms: int = 0
+
+
+class LocalWriteRefused(StateError):
+    """This node may not write that document."""
+
+
+def _delete_set_bytes(ydoc: Doc) -> bytes:
+    update = ydoc.get_update(ydoc.get_state())
+    if not update.startswith(b"\x00"):
+        raise InvariantViolation("a diff against the current state holds structs")
+    return update[1:]
+
+
+class Replica:
+    """Documents, chains and membership of one node, over one ``Store``."""
+
+    def __init__(
+        self,
+        *,
+        mesh_id: bytes,
+        store: Store,
+        author: object | None = None,
+        incarnation: bytes | None = None,
+    ) -> None:
+        from mesh.identity import Identity
+
+        if author is not None and not isinstance(author, Identity):
+            raise TypeError("author must be an Identity")
+        self.mesh_id = mesh_id
+        self.store = store
+        self.identity: Identity | None = author
+        self.incarnation = incarnation or os.urandom(INCARNATION_BYTES)
+        self.client_id = (
+            client_id_of(author.public_key, self.incarnation) if author is not None else 0
+        )
+        self.membership = Membership(mesh_id)
+        self.docs: dict[str, Doc] = {}
+        self.chains: dict[tuple[str, int], ChainState] = {}
+        self.owners: dict[int, tuple[bytes, bytes]] = {}
+        self.held: dict[Slot, Envelope] = {}
+        self.held_bytes = 0
+        self.held_entries: dict[int, LogEntry] = {}
+        self.hlc = 0
+        self._batches: dict[str, _Batch] = {}
+        self._in_local_txn: str | None = None
+        self._accepted: list[Envelope] = []
+        self._log_added: list[LogEntry] = []
+        if author is not None:
+            self.owners[self.client_id] = (author.public_key, self.incarnation)
+
+    # --- opening ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild membership, chains and documents from the store (trusted content)."""
+        for raw in self.store.log_entries():
+            try:
+                entry = decode_entry(raw)
+                self.membership.add(entry)
+            except MembershipError as exc:
+                raise CorruptStore(f"{self.store.location}: bad membership-log row: {exc}") from exc
+        for row in self.store.envelopes():
+            try:
+                env = decode_envelope(row.raw, check_signature=False)
+            except StateError as exc:
+                raise CorruptStore(f"{self.store.location}: envelope row {row.lid}: {exc}") from exc
+            if (env.hash, env.doc, env.client_id, env.seq) != (row.hash, row.doc, row.client, row.seq):
+                raise CorruptStore(
+                    f"{self.store.location}: envelope row {row.lid} does not match its hash"
+                )
+            self._apply(env, row.clock_end)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def doc(self, name: str) -> Doc:
+        """The pycrdt document ``name`` (created empty on first use)."""
+        ydoc = self.docs.get(name)
+        if ydoc is None:
+            kind_of(name)
+            ydoc = self.docs[name] = new_doc(name, self.client_id or 1)
+            ydoc.observe(lambda event, name=name: self._observed(name, len(event.update)))
+        return ydoc
+
+    def vector(self, doc: str) -> dict[int, int]:
+        """Version vector of ``doc``: client id -> highest accepted seq."""
+        return {client: chain.seq for (name, client), chain in self.chains.items() if name == doc}
+
+    def vectors(self) -> dict[str, dict[int, int]]:
+        result: dict[str, dict[int, int]] = {}
+        for (name, client), chain in self.chains.items():
+            result.setdefault(name, {})[client] = chain.seq
+        return result
+
+    def expected_state(self, doc: str) -> dict[int, int]:
+        """The Yjs state vector that the accepted envelopes of ``doc`` imply."""
+        return {
+            client: chain.clock_end
+            for (name, client), chain in self.chains.items()
+            if name == doc and chain.clock_end > 0
+        }
+
+    def take_accepted(self) -> list[Envelope]:
+        """Envelopes accepted (or sealed locally) since the last call, in order."""
+        accepted, self._accepted = self._accepted, []
+        return accepted
+
+    def take_log_added(self) -> list[LogEntry]:
+        added, self._log_added = self._log_added, []
+        return added
+
+    def cutoffs(self, author: bytes, incarnation: bytes | None = None) -> tuple[Cutoff, ...]:
+        """Current chain heads of ``author`` (one incarnation, or all) as cutoffs."""
+        return tuple(
+            Cutoff(doc, chain.incarnation, chain.seq, chain.hash)
+            for (doc, _client), chain in sorted(self.chains.items())
+            if chain.author == author and incarnation in (None, chain.incarnation)
+        )
+
+    # --- time ---------------------------------------------------------------------------
+
+    def _tick_hlc(self, now_ms: int) -> int:
+        self.hlc = max(self.hlc + 1, now_ms << 16)
+        return self.hlc
+
+    def _observe_hlc(self, remote: int, now_ms: int) -> None:
+        self.hlc = max(self.hlc, min(remote, (now_ms + MAX_HLC_DRIFT_MS) << 16))
+
+    # --- local writes -------------------------------------------------------------------
+
+    def _observed(self, name: str, size: int) -> None:
+        if self._in_local_txn == name:
+            self._batches[name].bytes += size
+
+    @contextmanager
+    def transact(self, name: str, now_ms: int) -> Iterator[Doc]:
+        """A local transaction on ``name``; it joins the document's open batch."""
+        if self.identity is None:
+            raise LocalWriteRefused("this replica has no author key")
+        caps = self.membership.caps(self.identity.public_key)
+        if not may_write(name, self.identity.public_key, caps):
+            raise LocalWriteRefused(f"this node may not write {name!r}")
+        ydoc = self.doc(name)
+        batch = self._batches.get(name)
+        if batch is None:
+            state = ydoc.get_state()
+            batch = self._batches[name] = _Batch(
+                state, lib0.decode_state_vector(state), _delete_set_bytes(ydoc), opened_ms=now_ms
+            )
+        self._in_local_txn = name
+        try:
+            with ydoc.transaction():
+                yield ydoc
+        finally:
+            self._in_local_txn = None
+            batch.txns += 1
+        if batch.txns >= MAX_TXNS_PER_ENVELOPE or batch.bytes >= MAX_ENVELOPE_UPDATE_BYTES:
+            self.seal(name, now_ms)
+
+    def seal_due(self, now_ms: int) -> None:
+        """Seal every batch that has been open for MAX_BATCH_DELAY_MS."""
+        for name in [n for n, b in self._batches.items() if now_ms - b.opened_ms >= MAX_BATCH_DELAY_MS]:
+            self.seal(name, now_ms)
+
+    def seal_all(self, now_ms: int) -> None:
+        for name in list(self._batches):
+            self.seal(name, now_ms)
+
+    def next_seal_ms(self) -> int | None:
+        """When the oldest open batch must be sealed, if any is open."""
+        if not self._batches:
+            return None
+        return min(b.opened_ms for b in self._batches.values()) + MAX_BATCH_DELAY_MS
+
+    def seal(self, name: str, now_ms: int) -> Envelope | None:
+        """Turn the open batch of ``name`` into a signed, staged envelope."""
+        batch = self._batches.pop(name, None)
+        if batch is None:
+            return None
+        assert self.identity is not None
+        ydoc = self.docs[name]
+        full = ydoc.get_update(batch.state)
+        deletes_now = _delete_set_bytes(ydoc)
+        if full.endswith(deletes_now):
+            structs = full[: len(full) - len(deletes_now)]
+        else:  # pragma: no cover - pycrdt encodes one delete set identically twice
+            decoded = decode_update(full)
+            structs = full[: len(full) - len(deletes_now)] if decoded else full
+        if deletes_now == batch.deletes:
+            own_deletes = b"\x00"
+        else:
+            before = decode_update(b"\x00" + batch.deletes).deletes
+            after = decode_update(b"\x00" + deletes_now).deletes
+            own_deletes = lib0.encode_delete_set(lib0.subtract_delete_sets(list(after), list(before)))
+        if structs == b"\x00" and own_deletes == b"\x00":
+            return None
+        chain = self.chains.get((name, self.client_id))
+        env = seal(
+            self.identity,
+            mesh_id=self.mesh_id,
+            doc=name,
+            incarnation=self.incarnation,
+            seq=chain.seq + 1 if chain else 1,
+            hlc=self._tick_hlc(now_ms),
+            mship=self.membership.length,
+            context=tuple(sorted((c, k) for c, k in batch.vector.items() if k > 0)),
+            prev=chain.hash if chain else GENESIS_PREV,
+            update=structs + own_deletes,
+        )
+        clock_end = lib0.decode_state_vector(ydoc.get_state()).get(self.client_id, 0)
+        self._record(env, clock_end)
+        self._accepted.append(env)
+        return env
+
+    # --- membership log ------------------------------------------------------------------
+
+    def add_log_entry(self, entry: LogEntry) -> bool:
+        """Fold and stage a log entry; entries after a gap are held (bounded)."""
+        try:
+            added = self.membership.add(entry)
+        except LogGap:
+            if len(self.held_entries) >= MAX_HELD_ENVELOPES:
+                raise HoldFull("too many early membership-log entries") from None
+            self.held_entries[entry.index] = entry
+            return False
+        if added:
+            self.store.add_log_entry(entry.index, entry.hash, entry.raw)
+            self._log_added.append(entry)
+            while self.membership.length in self.held_entries:
+                following = self.held_entries.pop(self.membership.length)
+                self.membership.add(following)
+                self.store.add_log_entry(following.index, following.hash, following.raw)
+                self._log_added.append(following)
+            self._release_held(0)
+        return added
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def receive(self, env: Envelope, now_ms: int) -> Outcome:
+        """Check and apply (or hold) a remote envelope. Raises EnvelopeRejected subclasses."""
+        outcome = self._receive(env, now_ms)
+        if outcome is Outcome.HELD:
+            self._hold(env)
+        elif outcome is Outcome.ACCEPTED:
+            self._release_held(now_ms)
+        return outcome
+
+    def _hold(self, env: Envelope) -> None:
+        slot = (env.doc, env.client_id, env.seq)
+        if slot in self.held:
+            return
+        if len(self.held) >= MAX_HELD_ENVELOPES or self.held_bytes + len(env.raw) > MAX_HELD_BYTES:
+            raise HoldFull("no room to hold another early envelope")
+        self.held[slot] = env
+        self.held_bytes += len(env.raw)
+
+    def _release_held(self, now_ms: int) -> None:
+        progress = True
+        while progress and self.held:
+            progress = False
+            for slot, env in sorted(self.held.items(), key=lambda item: item[1].seq):
+                try:
+                    outcome = self._receive(env, now_ms)
+                except EnvelopeRejected:
+                    outcome = Outcome.DUPLICATE  # refused for good: drop from the hold
+                if outcome is not Outcome.HELD:
+                    del self.held[slot]
+                    self.held_bytes -= len(env.raw)
+                    progress = progress or outcome is Outcome.ACCEPTED
+
+    def _receive(self, env: Envelope, now_ms: int) -> Outcome:
+        if env.mesh_id != self.mesh_id:
+            raise MalformedEnvelope("envelope belongs to another mesh")
+        try:
+            kind_of(env.doc)
+        except UnknownDocument as exc:
+            raise NotPermitted(str(exc)) from exc
+        client = env.client_id
+        owner = self.owners.get(client)
+        if owner is not None and owner != (env.author, env.incarnation):
+            raise ClientIdClash(f"client id {client} is bound to another author incarnation")
+        chain = self.chains.get((env.doc, client))
+        if chain is not None and env.seq <= chain.seq:
+            stored = self.store.get_envelope(env.doc, client, env.seq)
+            if stored is not None and stored.hash == env.hash:
+                return Outcome.DUPLICATE
+            raise ForkDetected(
+                f"{env.doc}: two envelopes at seq {env.seq}",
+                stored.raw if stored else b"",
+                env.raw,
+            )
+        limit = self.membership.chain_limit(env.author, env.incarnation, env.doc)
+        if limit is not None and env.seq > limit:
+            raise CutOff(f"{env.doc}: author's chain is cut off at seq {limit}")
+        if env.mship > self.membership.length:
+            return Outcome.HELD
+        caps = self.membership.caps_at(env.author, env.mship)
+        if not may_write(env.doc, env.author, caps):
+            raise NotPermitted(f"author may not write {env.doc!r}")
+        if env.seq != (chain.seq + 1 if chain else 1):
+            return Outcome.HELD
+        expected_prev = chain.hash if chain else GENESIS_PREV
+        if env.prev != expected_prev:
+            raise ClockDiscontinuity(f"{env.doc} seq {env.seq}: prev does not match the chain")
+        ydoc = self.doc(env.doc)
+        state = lib0.decode_state_vector(ydoc.get_state())
+        context = dict(env.context)
+        if any(state.get(c, 0) < k for c, k in env.context):
+            return Outcome.HELD
+        clock_start = chain.clock_end if chain else 0
+        clock_end = self._check_content(env, context, clock_start)
+        self._observe_hlc(env.hlc, now_ms)
+        self._record(env, clock_end)
+        self._apply_checked(env, ydoc, clock_end)
+        self._accepted.append(env)
+        return Outcome.ACCEPTED
+
+    def _check_content(self, env: Envelope, context: dict[int, int], clock_start: int) -> int:
+        client = env.client_id
+        if context.get(client, 0) != clock_start:
+            raise ClockDiscontinuity("causal context disagrees with the chain's clock")
+        try:
+            decoded = decode_update(env.update)
+        except UpdateDecodeError as exc:
+            raise MalformedEnvelope(f"update: {exc}") from exc
+        clock_end = clock_start
+        for group in decoded.groups:
+            if group.client != client:
+                raise ForeignClient(f"update inserts items as client {group.client}")
+            if group.has_skip or group.clock != clock_start:
+                raise ClockDiscontinuity(
+                    f"update starts at clock {group.clock}, chain ends at {clock_start}"
+                )
+            clock_end = clock_start + group.length
+        for ref_client, end in decoded.ref_ends.items():
+            limit = clock_start if ref_client == client else context.get(ref_client, 0)
+            if end > limit:
+                raise OutsideContext(f"update references client {ref_client} beyond its context")
+        for del_client, clock, length in decoded.deletes:
+            limit = clock_end if del_client == client else context.get(del_client, 0)
+            if clock + length > limit:
+                raise OutsideContext(f"update deletes client {del_client} beyond its context")
+        return clock_end
+
+    def _apply_checked(self, env: Envelope, ydoc: Doc, clock_end: int) -> None:
+        try:
+            ydoc.apply_update(env.update)
+        except BaseException as exc:  # pycrdt panics are BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise InvariantViolation(f"pycrdt refused a checked update: {exc!r}") from exc
+        state = lib0.decode_state_vector(ydoc.get_state())
+        if state.get(env.client_id, 0) != clock_end:
+            raise InvariantViolation(f"{env.doc}: update left items pending after our checks")
+
+    def _record(self, env: Envelope, clock_end: int) -> None:
+        self.store.add_envelope(env.doc, env.client_id, env.seq, env.hash, clock_end, env.raw)
+        self.chains[(env.doc, env.client_id)] = ChainState(
+            env.author, env.incarnation, env.seq, env.hash, clock_end
+        )
+        self.owners[env.client_id] = (env.author, env.incarnation)
+
+    def _apply(self, env: Envelope, clock_end: int) -> None:
+        """Apply a stored (already checked) envelope while loading."""
+        ydoc = self.doc(env.doc)
+        ydoc.apply_update(env.update)
+        self.chains[(env.doc, env.client_id)] = ChainState(
+            env.author, env.incarnation, env.seq, env.hash, clock_end
+        )
+        self.owners[env.client_id] = (env.author, env.incarnation)
+        self.hlc = max(self.hlc, env.hlc)

@@ -1,0 +1,65 @@
+"""The storage contract shared by SQLite (real nodes) and memory (simulator, tests).
+
+Writes are staged and become durable only at ``commit()``. Reads see staged
+writes. A crash loses exactly what was staged and not committed; nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeRow:
+    """One stored envelope with what the receive path derived from it."""
+
+    lid: int
+    doc: str
+    client: int
+    seq: int
+    hash: bytes
+    clock_end: int
+    raw: bytes
+
+
+class Store(Protocol):
+    """Envelopes, membership-log entries and node metadata of one node."""
+
+    #: Human-readable location, used in error messages.
+    location: str
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    def set_meta(self, key: str, value: bytes) -> None: ...
+
+    def add_envelope(
+        self, doc: str, client: int, seq: int, hash_: bytes, clock_end: int, raw: bytes
+    ) -> int:
+        """Stage an envelope; returns its local id (ascending in acceptance order)."""
+        ...
+
+    def get_envelope(self, doc: str, client: int, seq: int) -> EnvelopeRow | None: ...
+
+    def first_lid(self, doc: str, client: int, seq: int) -> int | None:
+        """Local id of the envelope (doc, client, seq), if stored."""
+        ...
+
+    def envelopes(self, after_lid: int = 0, limit: int | None = None) -> Iterator[EnvelopeRow]:
+        """Envelopes in acceptance order, starting after ``after_lid``."""
+        ...
+
+    def envelope_count(self) -> int: ...
+
+    def add_log_entry(self, index: int, hash_: bytes, raw: bytes) -> None: ...
+
+    def log_entries(self) -> list[bytes]:
+        """Raw membership-log entries in index order."""
+        ...
+
+    def commit(self) -> None:
+        """Make every staged write durable."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,179 @@
+"""SQLite storage: WAL, ``synchronous=FULL``, one transaction per commit point.
+
+Staged writes accumulate in one open transaction; ``commit()`` ends it, so a
+group of envelopes costs one fsync. Any SQLite error that means corruption is
+raised as ``CorruptStore`` naming the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from crdt_state.errors import CorruptStore, StorageError
+from crdt_state.storage.base import EnvelopeRow
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS envelopes (
+    lid INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL,
+    client INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    clock_end INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    UNIQUE (doc, client, seq)
+);
+CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, raw BLOB NOT NULL);
+"""
+_ROW = "SELECT lid, doc, client, seq, hash, clock_end, raw FROM envelopes"
+
+
+class SqliteStore:
+    """A node's store in one SQLite file."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.location = str(path)
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StorageError(f"{path}: no store here")
+                self._db = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if not readonly and version == 0:
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise CorruptStore(f"{path}: store schema version {version}, expected {SCHEMA_VERSION}")
+            self._db.execute("SELECT count(*) FROM envelopes").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStore(f"{path}: not a readable agentmesh store ({exc})") from exc
+        self._in_txn = False
+
+    def _error(self, exc: sqlite3.Error) -> StorageError:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+            return CorruptStore(f"{self.path}: {exc}")
+        return StorageError(f"{self.path}: {exc}")
+
+    def _begin(self) -> None:
+        if self.readonly:
+            raise StorageError(f"{self.path}: opened read-only")
+        if not self._in_txn:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+
+    def get_meta(self, key: str) -> bytes | None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._begin()
+        try:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def add_envelope(
+        self, doc: str, client: int, seq: int, hash_: bytes, clock_end: int, raw: bytes
+    ) -> int:
+        self._begin()
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO envelopes (doc, client, seq, hash, clock_end, raw)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (doc, client, seq, hash_, clock_end, raw),
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        lid = cursor.lastrowid
+        assert lid is not None
+        return lid
+
+    @staticmethod
+    def _row(row: tuple[int, str, int, int, bytes, int, bytes]) -> EnvelopeRow:
+        return EnvelopeRow(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], bytes(row[6]))
+
+    def get_envelope(self, doc: str, client: int, seq: int) -> EnvelopeRow | None:
+        try:
+            row = self._db.execute(
+                _ROW + " WHERE doc = ? AND client = ? AND seq = ?", (doc, client, seq)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return None if row is None else self._row(row)
+
+    def first_lid(self, doc: str, client: int, seq: int) -> int | None:
+        row = self.get_envelope(doc, client, seq)
+        return None if row is None else row.lid
+
+    def envelopes(self, after_lid: int = 0, limit: int | None = None) -> Iterator[EnvelopeRow]:
+        page = 1024 if limit is None else min(limit, 1024)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            want = page if remaining is None else min(page, remaining)
+            try:
+                rows = self._db.execute(
+                    _ROW + " WHERE lid > ? ORDER BY lid LIMIT ?", (after_lid, want)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            for row in rows:
+                yield self._row(row)
+            if len(rows) < want:
+                return
+            after_lid = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def envelope_count(self) -> int:
+        try:
+            return int(self._db.execute("SELECT count(*) FROM envelopes").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def add_log_entry(self, index: int, hash_: bytes, raw: bytes) -> None:
+        self._begin()
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO log (idx, hash, raw) VALUES (?, ?, ?)", (index, hash_, raw)
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def log_entries(self) -> list[bytes]:
+        try:
+            rows = self._db.execute("SELECT raw FROM log ORDER BY idx").fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return [bytes(row[0]) for row in rows]
+
+    def commit(self) -> None:
+        if self._in_txn:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            self._in_txn = False
+
+    def close(self) -> None:
+        """Close without committing: staged writes are dropped."""
+        if self._in_txn:
+            self._db.execute("ROLLBACK")
+            self._in_txn = False
+        self._db.close()

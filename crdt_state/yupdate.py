@@ -1,0 +1,561 @@
+"""Strict decoder for Yjs v1 updates (lib0 ``UpdateEncoderV1``), as pycrdt emits them.
+
+It lists what an update inserts, references and deletes without applying it.
+The accepted subset and every check are specified in ``docs/YJS_UPDATE.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crdt_state.errors import UpdateDecodeError
+from mesh.limits import (
+    MAX_ANY_DEPTH,
+    MAX_CLOCK,
+    MAX_DELETE_RANGES,
+    MAX_UPDATE_CLIENTS,
+    MAX_UPDATE_STRUCTS,
+)
+
+__all__ = ["DecodedUpdate", "ItemInfo", "StructGroup", "UpdateDecodeError", "decode_update"]
+
+# yrs (behind pycrdt) reads clocks and lengths as u32 and wraps silently past 2**32 - 1,
+# so anything larger would be read differently by the document than by us.
+_CLOCK_LIMIT = min(MAX_CLOCK, 0xFFFF_FFFF)
+_CLIENT_LIMIT = MAX_CLOCK
+
+_CONTENT_NAMES = (
+    "",
+    "deleted",
+    "json",
+    "binary",
+    "string",
+    "embed",
+    "format",
+    "type",
+    "any",
+    "doc",
+)
+# Type refs both Yjs and yrs read identically: Array, Map, Text, XmlElement (+ name),
+# XmlFragment, XmlText. XmlHook (5) is not: Yjs reads a name after it, yrs does not.
+_TYPE_REFS = frozenset({0, 1, 2, 3, 4, 6})
+
+
+@dataclass(frozen=True, slots=True)
+class StructGroup:
+    """One client's run of structs in an update."""
+
+    client: int
+    clock: int
+    length: int
+    has_skip: bool
+    has_gc: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    """One struct of an update (only produced with ``detail=True``)."""
+
+    client: int
+    clock: int
+    length: int
+    kind: str
+    content: str
+    parent: str | tuple[int, int] | None
+    key: str | None
+    origin: tuple[int, int] | None
+    right_origin: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedUpdate:
+    """What an update inserts (groups), references (ref_ends) and deletes."""
+
+    groups: tuple[StructGroup, ...]
+    ref_ends: dict[int, int]
+    deletes: tuple[tuple[int, int, int], ...]
+    items: tuple[ItemInfo, ...] | None
+
+
+def _fail(what: str, offset: int) -> UpdateDecodeError:
+    return UpdateDecodeError(f"{what} at byte {offset}")
+
+
+def _vu(data: bytes, pos: int, first: int, limit: int) -> tuple[int, int]:
+    """Finish a multi-byte varuint whose first byte ``first`` (>= 0x80) ends at ``pos``."""
+    value = first & 0x7F
+    shift = 7
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if b == 0:
+                raise _fail("non-canonical varuint", pos - 1)
+            if value > limit:
+                raise _fail("varuint out of range", pos - 1)
+            return value, pos
+        shift += 7
+        if shift > 49:
+            raise _fail("varuint longer than 8 bytes", pos - 1)
+
+
+def _skip_varint(data: bytes, pos: int) -> int:
+    """Skip a lib0 signed varint (sign in bit 6 of the first byte)."""
+    b = data[pos]
+    pos += 1
+    if b < 0x80:
+        return pos
+    value = b & 0x3F
+    shift = 6
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if b == 0:
+                raise _fail("non-canonical varint", pos - 1)
+            if value > MAX_CLOCK:
+                raise _fail("varint out of range", pos - 1)
+            return pos
+        shift += 7
+        if shift > 48:
+            raise _fail("varint longer than 8 bytes", pos - 1)
+
+
+def _utf8(data: bytes, start: int, end: int) -> str:
+    try:
+        return data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _fail("invalid UTF-8 string", start) from None
+
+
+def _skip_string(data: bytes, pos: int, n: int, check: bool) -> int:
+    ln = data[pos]
+    pos += 1
+    if ln >= 0x80:
+        ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+    end = pos + ln
+    if end > n:
+        raise _fail("string runs past the end", pos)
+    if check:
+        _utf8(data, pos, end)
+    return end
+
+
+def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool) -> int:
+    """Skip ``count`` lib0 Any values; iterative, nesting bounded by MAX_ANY_DEPTH."""
+    stack: list[tuple[int, bool]] = []
+    remaining = count
+    in_object = False
+    while True:
+        if not remaining:
+            if not stack:
+                return pos
+            remaining, in_object = stack.pop()
+            continue
+        remaining -= 1
+        if in_object:
+            if check:
+                pos = _skip_string(data, pos, n, True)
+            else:
+                ln = data[pos]
+                pos += 1
+                if ln >= 0x80:
+                    ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                pos += ln
+                if pos > n:
+                    raise _fail("Any key runs past the end", n)
+        tag = data[pos]
+        pos += 1
+        if tag == 119:  # string
+            if check:
+                pos = _skip_string(data, pos, n, True)
+            else:
+                ln = data[pos]
+                pos += 1
+                if ln >= 0x80:
+                    ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                pos += ln
+                if pos > n:
+                    raise _fail("Any string runs past the end", n)
+        elif tag == 120 or tag == 121 or tag == 126 or tag == 127:  # true, false, null, undefined
+            pass
+        elif tag == 118 or tag == 117:  # object, array
+            cnt = data[pos]
+            pos += 1
+            if cnt >= 0x80:
+                cnt, pos = _vu(data, pos, cnt, _CLOCK_LIMIT)
+            if (cnt * 2 if tag == 118 else cnt) > n - pos:
+                raise _fail("Any container count exceeds the remaining bytes", pos - 1)
+            if len(stack) >= MAX_ANY_DEPTH:
+                raise _fail("Any nested too deeply", pos - 1)
+            if cnt:
+                stack.append((remaining, in_object))
+                remaining = cnt
+                in_object = tag == 118
+        elif tag == 124:  # float32
+            pos += 4
+            if pos > n:
+                raise _fail("float32 runs past the end", n)
+        elif tag == 123 or tag == 122:  # float64, bigint64
+            pos += 8
+            if pos > n:
+                raise _fail("8-byte number runs past the end", n)
+        elif tag == 125:  # varint
+            pos = _skip_varint(data, pos)
+        elif tag == 116:  # Uint8Array
+            ln = data[pos]
+            pos += 1
+            if ln >= 0x80:
+                ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+            pos += ln
+            if pos > n:
+                raise _fail("Uint8Array runs past the end", n)
+        else:
+            raise _fail("unknown Any tag", pos - 1)
+
+
+def _content(data: bytes, pos: int, n: int, ref: int, check: bool) -> tuple[int, int]:
+    """Skip item content ``ref`` at ``pos``; return (end, item length)."""
+    if ref == 8:  # Any
+        cnt = data[pos]
+        pos += 1
+        if cnt >= 0x80:
+            cnt, pos = _vu(data, pos, cnt, _CLOCK_LIMIT)
+        if not cnt:
+            raise _fail("empty Any content", pos - 1)
+        if cnt > n - pos:
+            raise _fail("Any count exceeds the remaining bytes", pos - 1)
+        return _skip_any(data, pos, n, cnt, check), cnt
+    if ref == 4:  # String: length in UTF-16 code units
+        ln = data[pos]
+        pos += 1
+        if ln >= 0x80:
+            ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+        end = pos + ln
+        if end > n:
+            raise _fail("string runs past the end", pos)
+        if not ln:
+            raise _fail("empty string content", pos - 1)
+        if check:
+            ln = len(_utf8(data, pos, end).encode("utf-16-le")) >> 1
+        return end, ln
+    if ref == 1:  # Deleted
+        ln = data[pos]
+        pos += 1
+        if ln >= 0x80:
+            ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+        if not ln:
+            raise _fail("zero-length deleted content", pos - 1)
+        return pos, ln
+    if ref == 7:  # Type
+        tref = data[pos]
+        pos += 1
+        if tref not in _TYPE_REFS:
+            raise _fail("unsupported type ref", pos - 1)
+        if tref == 3:  # XmlElement node name
+            pos = _skip_string(data, pos, n, check)
+        return pos, 1
+    if ref == 3:  # Binary
+        ln = data[pos]
+        pos += 1
+        if ln >= 0x80:
+            ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+        end = pos + ln
+        if end > n:
+            raise _fail("binary runs past the end", pos)
+        return end, 1
+    if ref == 5:  # Embed (JSON text)
+        return _skip_string(data, pos, n, check), 1
+    if ref == 6:  # Format: key, JSON text
+        pos = _skip_string(data, pos, n, check)
+        return _skip_string(data, pos, n, check), 1
+    if ref == 9:  # Doc: guid, options
+        pos = _skip_string(data, pos, n, check)
+        return _skip_any(data, pos, n, 1, check), 1
+    # ref 2 (JSON) is refused: yrs reads n + 1 strings where Yjs reads n.
+    raise _fail("unsupported content ref", pos - 1)
+
+
+def decode_update(data: bytes, *, detail: bool = False) -> DecodedUpdate:
+    """Decode and check a Yjs v1 update; raise UpdateDecodeError if it is not acceptable."""
+    if not isinstance(data, bytes):
+        if isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        else:
+            raise TypeError("update must be bytes")
+    try:
+        return _decode(data, detail)
+    except IndexError:
+        raise UpdateDecodeError(f"update truncated at byte {len(data)}") from None
+
+
+def _decode(data: bytes, detail: bool) -> DecodedUpdate:
+    n = len(data)
+    ngroups = data[0]
+    pos = 1
+    if ngroups >= 0x80:
+        ngroups, pos = _vu(data, pos, ngroups, _CLOCK_LIMIT)
+    if ngroups > MAX_UPDATE_CLIENTS:
+        raise _fail("too many client groups", 0)
+    # Smallest group: numStructs, client, clock, then a 2-byte struct.
+    if ngroups * 5 > n - pos:
+        raise _fail("group count exceeds the remaining bytes", 0)
+
+    groups: list[StructGroup] = []
+    ref_ends: dict[int, int] = {}
+    seen: set[int] = set()
+    items: list[ItemInfo] | None = [] if detail else None
+    total = 0
+    for _ in range(ngroups):
+        at = pos
+        nstructs = data[pos]
+        pos += 1
+        if nstructs >= 0x80:
+            nstructs, pos = _vu(data, pos, nstructs, _CLOCK_LIMIT)
+        if not nstructs:
+            raise _fail("empty client group", at)
+        total += nstructs
+        if total > MAX_UPDATE_STRUCTS:
+            raise _fail("too many structs", at)
+        client = data[pos]
+        pos += 1
+        if client >= 0x80:
+            client, pos = _vu(data, pos, client, _CLIENT_LIMIT)
+        if client in seen:
+            raise _fail("duplicate client group", at)
+        seen.add(client)
+        clock = data[pos]
+        pos += 1
+        if clock >= 0x80:
+            clock, pos = _vu(data, pos, clock, _CLOCK_LIMIT)
+        if nstructs * 2 > n - pos:
+            raise _fail("struct count exceeds the remaining bytes", at)
+        start = clock
+        has_skip = has_gc = False
+        skips: list[tuple[int, int]] = []
+
+        for _ in range(nstructs):
+            at = pos
+            info = data[pos]
+            pos += 1
+            ref = info & 0x1F
+            if ref == 0 or ref == 10:
+                if info != ref:
+                    raise _fail("flags on a GC or skip struct", at)
+                length = data[pos]
+                pos += 1
+                if length >= 0x80:
+                    length, pos = _vu(data, pos, length, _CLOCK_LIMIT)
+                if not length:
+                    raise _fail("zero-length GC or skip", at)
+                if ref:
+                    has_skip = True
+                    skips.append((clock, clock + length))
+                else:
+                    has_gc = True
+                if items is not None:
+                    items.append(
+                        ItemInfo(
+                            client,
+                            clock,
+                            length,
+                            "skip" if ref else "gc",
+                            "",
+                            None,
+                            None,
+                            None,
+                            None,
+                        )
+                    )
+            else:
+                if ref > 9 or ref == 2:
+                    raise _fail("unsupported content ref", at)
+                origin: tuple[int, int] | None = None
+                right_origin: tuple[int, int] | None = None
+                parent_id: tuple[int, int] | None = None
+                text = pos
+                if info & 0x80:
+                    oc = data[pos]
+                    pos += 1
+                    if oc >= 0x80:
+                        oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
+                    ok = data[pos]
+                    pos += 1
+                    if ok >= 0x80:
+                        ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
+                    text = pos
+                    if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
+                        if ok >= ref_ends.get(oc, 0):
+                            ref_ends[oc] = ok + 1
+                    if items is not None:
+                        origin = (oc, ok)
+                if info & 0x40:
+                    oc = data[pos]
+                    pos += 1
+                    if oc >= 0x80:
+                        oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
+                    ok = data[pos]
+                    pos += 1
+                    if ok >= 0x80:
+                        ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
+                    text = pos
+                    if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
+                        if ok >= ref_ends.get(oc, 0):
+                            ref_ends[oc] = ok + 1
+                    if items is not None:
+                        right_origin = (oc, ok)
+                name = key = -1
+                if not info & 0xC0:
+                    pinfo = data[pos]
+                    pos += 1
+                    if pinfo == 1:
+                        name = pos
+                        ln = data[pos]
+                        pos += 1
+                        if ln >= 0x80:
+                            ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                        pos += ln
+                        if pos > n:
+                            raise _fail("root name runs past the end", n)
+                    elif pinfo == 0:
+                        oc = data[pos]
+                        pos += 1
+                        if oc >= 0x80:
+                            oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
+                        ok = data[pos]
+                        pos += 1
+                        if ok >= 0x80:
+                            ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
+                        text = pos
+                        if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
+                            if ok >= ref_ends.get(oc, 0):
+                                ref_ends[oc] = ok + 1
+                        parent_id = (oc, ok)
+                    else:
+                        raise _fail("bad parent info", pos - 1)
+                    if info & 0x20:
+                        key = pos
+                        ln = data[pos]
+                        pos += 1
+                        if ln >= 0x80:
+                            ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                        pos += ln
+                        if pos > n:
+                            raise _fail("map key runs past the end", n)
+                cstart = pos
+                if ref == 8:  # Any, inlined: the common case
+                    length = data[pos]
+                    pos += 1
+                    if length >= 0x80:
+                        length, pos = _vu(data, pos, length, _CLOCK_LIMIT)
+                    if not length or length > n - pos:
+                        raise _fail("bad Any count", cstart)
+                    pos = _skip_any(data, pos, n, length, False)
+                elif ref == 4:  # String, inlined; UTF-16 length fixed below unless ASCII
+                    length = data[pos]
+                    pos += 1
+                    if length >= 0x80:
+                        length, pos = _vu(data, pos, length, _CLOCK_LIMIT)
+                    pos += length
+                    if not length or pos > n:
+                        raise _fail("bad string content", cstart)
+                else:
+                    pos, length = _content(data, pos, n, ref, False)
+                # Every string is checked, since yrs takes their bytes as UTF-8 unchecked; a
+                # region of ASCII bytes (the usual case) cannot hold a bad one, nor a string
+                # whose UTF-16 length differs from its byte length.
+                if not data[text:pos].isascii():
+                    if name >= 0:
+                        _skip_string(data, name, n, True)
+                    if key >= 0:
+                        _skip_string(data, key, n, True)
+                    pos, length = _content(data, cstart, n, ref, True)
+                if items is not None:
+                    parent: str | tuple[int, int] | None = parent_id
+                    if name >= 0:
+                        parent = _read_string(data, name)
+                    items.append(
+                        ItemInfo(
+                            client,
+                            clock,
+                            length,
+                            "item",
+                            _CONTENT_NAMES[ref],
+                            parent,
+                            _read_string(data, key) if key >= 0 else None,
+                            origin,
+                            right_origin,
+                        )
+                    )
+            clock += length
+            if clock > _CLOCK_LIMIT:
+                raise _fail("clock out of range", at)
+        groups.append(StructGroup(client, start, clock - start, has_skip, has_gc))
+
+    deletes = _decode_delete_set(data, pos, n)
+    return DecodedUpdate(
+        tuple(groups), ref_ends, deletes, tuple(items) if items is not None else None
+    )
+
+
+def _in(skips: list[tuple[int, int]], clock: int) -> bool:
+    return any(lo <= clock < hi for lo, hi in skips)
+
+
+def _read_string(data: bytes, pos: int) -> str:
+    ln = data[pos]
+    pos += 1
+    if ln >= 0x80:
+        ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+    return _utf8(data, pos, pos + ln)
+
+
+def _decode_delete_set(data: bytes, pos: int, n: int) -> tuple[tuple[int, int, int], ...]:
+    at = pos
+    nclients = data[pos]
+    pos += 1
+    if nclients >= 0x80:
+        nclients, pos = _vu(data, pos, nclients, _CLOCK_LIMIT)
+    if nclients > MAX_UPDATE_CLIENTS:
+        raise _fail("too many delete-set clients", at)
+    if nclients * 2 > n - pos:
+        raise _fail("delete-set client count exceeds the remaining bytes", at)
+    deletes: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    for _ in range(nclients):
+        at = pos
+        client = data[pos]
+        pos += 1
+        if client >= 0x80:
+            client, pos = _vu(data, pos, client, _CLIENT_LIMIT)
+        if client in seen:
+            raise _fail("duplicate delete-set client", at)
+        seen.add(client)
+        nranges = data[pos]
+        pos += 1
+        if nranges >= 0x80:
+            nranges, pos = _vu(data, pos, nranges, _CLOCK_LIMIT)
+        if nranges * 2 > n - pos:
+            raise _fail("delete range count exceeds the remaining bytes", at)
+        if len(deletes) + nranges > MAX_DELETE_RANGES:
+            raise _fail("too many delete ranges", at)
+        for _ in range(nranges):
+            at = pos
+            clock = data[pos]
+            pos += 1
+            if clock >= 0x80:
+                clock, pos = _vu(data, pos, clock, _CLOCK_LIMIT)
+            length = data[pos]
+            pos += 1
+            if length >= 0x80:
+                length, pos = _vu(data, pos, length, _CLOCK_LIMIT)
+            if not length:
+                raise _fail("zero-length delete range", at)
+            if clock + length > _CLOCK_LIMIT:
+                raise _fail("delete range out of range", at)
+            deletes.append((client, clock, length))
+    if pos != n:
+        raise _fail("trailing bytes after the delete set", pos)
+    return tuple(deletes)

@@ -1,0 +1,1 @@
+"""agentmesh mesh layer: identity, membership, wire framing, sync protocol and peer engine."""

@@ -1,0 +1,82 @@
+"""Every limit of agentmesh, named, in one place.
+
+Exceeding a limit raises a typed error (see ``mesh.errors`` and
+``crdt_state.errors``) and closes the offending session; it never crashes a
+node, hangs, or grows memory without bound.
+"""
+
+from __future__ import annotations
+
+# --- wire -------------------------------------------------------------------
+#: Largest frame (one CBOR message) accepted or sent on a sync session.
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: Longest length prefix accepted before a frame (unsigned LEB128 varint).
+MAX_VARINT_BYTES = 4
+#: Most entries in one version vector (chains of one document) sent in a hello.
+MAX_VECTOR_ENTRIES = 65_536
+#: Most documents named in one hello or ack.
+MAX_DOCS_PER_FRAME = 1_024
+
+# --- batches and flow control -------------------------------------------------
+#: Most envelopes in one ENVELOPES frame.
+MAX_ENVELOPES_PER_BATCH = 256
+#: Most bytes of envelopes in one ENVELOPES frame (kept below MAX_FRAME_BYTES).
+MAX_BATCH_BYTES = 1024 * 1024
+#: Most ENVELOPES frames sent to one peer and not yet acknowledged.
+MAX_UNACKED_BATCHES = 8
+#: Most membership-log entries in one RECORDS frame.
+MAX_RECORDS_PER_FRAME = 256
+
+# --- local batching (transactions -> one envelope) -----------------------------
+#: Most local transactions folded into one envelope.
+MAX_TXNS_PER_ENVELOPE = 512
+#: An open local batch is sealed once its update reaches this many bytes.
+MAX_ENVELOPE_UPDATE_BYTES = 256 * 1024
+#: An open local batch is sealed at most this many milliseconds after its first transaction.
+MAX_BATCH_DELAY_MS = 5
+
+# --- envelopes -------------------------------------------------------------------
+#: Largest encoded envelope (body + signature) accepted.
+MAX_ENVELOPE_BYTES = MAX_ENVELOPE_UPDATE_BYTES + 64 * 1024
+#: Most (client, clock) pairs in an envelope's causal context.
+MAX_CONTEXT_ENTRIES = 16_384
+#: Longest document name.
+MAX_DOC_NAME_BYTES = 128
+
+# --- Yjs update decoder ------------------------------------------------------------
+#: Most structs (items, GC, skips) the decoder reads from one update.
+MAX_UPDATE_STRUCTS = 1_000_000
+#: Most client groups in one update's struct section or delete set.
+MAX_UPDATE_CLIENTS = 65_536
+#: Largest clock or length value accepted in an update (Yjs clocks are 53-bit safe).
+MAX_CLOCK = (1 << 53) - 1
+#: Deepest nesting of lib0 "any" values (arrays/objects inside arrays/objects).
+MAX_ANY_DEPTH = 64
+#: Most delete ranges in one update's delete set.
+MAX_DELETE_RANGES = 1_000_000
+
+# --- holding envelopes that arrive early --------------------------------------------
+#: Most envelopes held (waiting for their chain predecessor, causal context or membership).
+MAX_HELD_ENVELOPES = 4_096
+#: Most bytes of held envelopes.
+MAX_HELD_BYTES = 64 * 1024 * 1024
+
+# --- membership -----------------------------------------------------------------------
+#: Largest encoded membership record or log entry.
+MAX_RECORD_BYTES = 64 * 1024
+#: Longest device name in a certificate.
+MAX_NAME_BYTES = 64
+#: Default certificate lifetime.
+DEFAULT_CERT_TTL_MS = 365 * 24 * 3600 * 1000
+#: Most cutoff entries in one revocation or quarantine.
+MAX_CUTOFFS = 65_536
+
+# --- time -----------------------------------------------------------------------------
+#: Remote HLC timestamps are clamped to at most this far ahead of the local clock.
+MAX_HLC_DRIFT_MS = 60_000
+
+# --- invites (pairing) --------------------------------------------------------------------
+#: Default invite lifetime.
+DEFAULT_INVITE_TTL_MS = 10 * 60 * 1000
+#: Bytes of secret in an invite (>= 128 bits).
+INVITE_SECRET_BYTES = 16

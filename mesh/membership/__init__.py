@@ -1,0 +1,1 @@
+"""Membership: signed certificates and revocations, sequenced by the runtime's log."""

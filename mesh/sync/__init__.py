@@ -1,0 +1,1 @@
+"""The sync protocol: frames and their codec (sans-IO)."""

@@ -1,0 +1,1 @@
+"""Transports that carry sync frames between engines: in-memory and libp2p."""

@@ -1,0 +1,91 @@
+"""An in-memory network of engines: frames delivered in order, in one process.
+
+Deterministic and synchronous, for tests and benchmarks. Faults (drops,
+duplicates, reordering) are injected by whoever drives it through the
+``in_flight`` queue; the simulator in ``simulations/`` adds time and latency.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mesh.engine import Close, Engine, Output, Send
+
+
+@dataclass
+class Message:
+    """One frame on its way from ``src`` to ``dst``."""
+
+    src: bytes
+    dst: bytes
+    data: bytes
+
+
+@dataclass
+class MemoryNetwork:
+    """Engines keyed by public key, with bidirectional links between pairs."""
+
+    engines: dict[bytes, Engine] = field(default_factory=dict)
+    links: set[frozenset[bytes]] = field(default_factory=set)
+    in_flight: deque[Message] = field(default_factory=deque)
+    observers: list[Callable[[bytes, Output], None]] = field(default_factory=list)
+
+    def add(self, engine: Engine) -> bytes:
+        key = engine.identity.public_key
+        self.engines[key] = engine
+        return key
+
+    def link(self, a: bytes, b: bytes, now_ms: int) -> bool:
+        """Open a session between ``a`` and ``b``; False if either side refuses."""
+        if frozenset((a, b)) in self.links:
+            return True
+        ok_a = self.engines[a].connect(b, now_ms)
+        ok_b = self.engines[b].connect(a, now_ms)
+        if ok_a and ok_b:
+            self.links.add(frozenset((a, b)))
+            return True
+        self.engines[a].disconnect(b)
+        self.engines[b].disconnect(a)
+        return False
+
+    def unlink(self, a: bytes, b: bytes) -> None:
+        """Cut the link; frames in flight between the two are lost."""
+        self.links.discard(frozenset((a, b)))
+        self.engines[a].disconnect(b)
+        self.engines[b].disconnect(a)
+        self.in_flight = deque(m for m in self.in_flight if {m.src, m.dst} != {a, b})
+
+    def flush(self, key: bytes, now_ms: int) -> None:
+        """Flush one engine and route what it outputs."""
+        for output in self.engines[key].flush(now_ms):
+            for observer in self.observers:
+                observer(key, output)
+            if isinstance(output, Send):
+                if frozenset((key, output.peer)) in self.links:
+                    self.in_flight.append(Message(key, output.peer, output.data))
+            elif isinstance(output, Close) and output.peer in self.engines:
+                self.links.discard(frozenset((key, output.peer)))
+                self.engines[output.peer].disconnect(key)
+
+    def flush_all(self, now_ms: int) -> None:
+        for key in list(self.engines):
+            self.flush(key, now_ms)
+
+    def deliver(self, message: Message, now_ms: int) -> None:
+        if frozenset((message.src, message.dst)) in self.links:
+            self.engines[message.dst].receive(message.src, message.data, now_ms)
+
+    def run(self, now_ms: int, max_messages: int = 1_000_000) -> int:
+        """Deliver until nothing is in flight; returns the number delivered."""
+        delivered = 0
+        self.flush_all(now_ms)
+        while self.in_flight:
+            if delivered >= max_messages:
+                raise RuntimeError("network did not go quiet")
+            message = self.in_flight.popleft()
+            self.deliver(message, now_ms)
+            delivered += 1
+            self.flush(message.dst, now_ms)
+        return delivered
