@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pycrdt import Doc
@@ -95,6 +93,31 @@ class _Batch:
     opened_ms: int = 0
 
 
+class _LocalTransaction:
+    """Context manager of one local transaction (a class: this is the hot path)."""
+
+    __slots__ = ("_batch", "_name", "_now_ms", "_replica", "_txn", "_ydoc")
+
+    def __init__(self, replica: Replica, name: str, ydoc: Doc, batch: _Batch, now_ms: int) -> None:
+        self._replica = replica
+        self._name = name
+        self._ydoc = ydoc
+        self._batch = batch
+        self._now_ms = now_ms
+
+    def __enter__(self) -> Doc:
+        self._replica._in_local_txn = self._name
+        self._txn = self._ydoc.transaction()
+        self._txn.__enter__()
+        return self._ydoc
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._txn.__exit__(*exc_info)  # type: ignore[arg-type]
+        finally:
+            self._replica._end_transaction(self._name, self._batch, self._now_ms)
+
+
 class LocalWriteRefused(StateError):
     """This node may not write that document."""
 
@@ -138,6 +161,7 @@ class Replica:
         self.hlc = 0
         self._batches: dict[str, _Batch] = {}
         self._in_local_txn: str | None = None
+        self._write_rights: dict[str, tuple[int, bool]] = {}
         self._accepted: list[Envelope] = []
         self._log_added: list[LogEntry] = []
         if author is not None:
@@ -225,13 +249,21 @@ class Replica:
         if self._in_local_txn == name:
             self._batches[name].bytes += size
 
-    @contextmanager
-    def transact(self, name: str, now_ms: int) -> Iterator[Doc]:
+    def _may_write_locally(self, name: str) -> bool:
+        cached = self._write_rights.get(name)
+        if cached is not None and cached[0] == self.membership.length:
+            return cached[1]
+        assert self.identity is not None
+        caps = self.membership.caps(self.identity.public_key)
+        allowed = may_write(name, self.identity.public_key, caps)
+        self._write_rights[name] = (self.membership.length, allowed)
+        return allowed
+
+    def transact(self, name: str, now_ms: int) -> _LocalTransaction:
         """A local transaction on ``name``; it joins the document's open batch."""
         if self.identity is None:
             raise LocalWriteRefused("this replica has no author key")
-        caps = self.membership.caps(self.identity.public_key)
-        if not may_write(name, self.identity.public_key, caps):
+        if not self._may_write_locally(name):
             raise LocalWriteRefused(f"this node may not write {name!r}")
         ydoc = self.doc(name)
         batch = self._batches.get(name)
@@ -240,13 +272,11 @@ class Replica:
             batch = self._batches[name] = _Batch(
                 state, lib0.decode_state_vector(state), _delete_set_bytes(ydoc), opened_ms=now_ms
             )
-        self._in_local_txn = name
-        try:
-            with ydoc.transaction():
-                yield ydoc
-        finally:
-            self._in_local_txn = None
-            batch.txns += 1
+        return _LocalTransaction(self, name, ydoc, batch, now_ms)
+
+    def _end_transaction(self, name: str, batch: _Batch, now_ms: int) -> None:
+        self._in_local_txn = None
+        batch.txns += 1
         if batch.txns >= MAX_TXNS_PER_ENVELOPE or batch.bytes >= MAX_ENVELOPE_UPDATE_BYTES:
             self.seal(name, now_ms)
 

@@ -39,6 +39,8 @@ _CONTENT_NAMES = (
 # Type refs both Yjs and yrs read identically: Array, Map, Text, XmlElement (+ name),
 # XmlFragment, XmlText. XmlHook (5) is not: Yjs reads a name after it, yrs does not.
 _TYPE_REFS = frozenset({0, 1, 2, 3, 4, 6})
+# Content refs read: all of Yjs's but JSON (2), which yrs reads differently (n + 1 strings).
+_ITEM_REFS = frozenset({1, 3, 4, 5, 6, 7, 8, 9})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +145,27 @@ def _skip_string(data: bytes, pos: int, n: int, check: bool) -> int:
     return end
 
 
-def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool) -> int:
-    """Skip ``count`` lib0 Any values; iterative, nesting bounded by MAX_ANY_DEPTH."""
+def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) -> int:
+    """Skip ``count`` lib0 Any values, checking every string; return the end offset.
+
+    Iterative, with nesting bounded by MAX_ANY_DEPTH. Unless ``check`` is set, strings are
+    not decoded one by one: the bytes walked are tested for ASCII in segments that leave out
+    number and buffer payloads, and only if some string byte is non-ASCII are the values
+    walked again with every string decoded.
+    """
+    start = mark = pos  # bytes in [mark, pos) are not yet known to be ASCII
+    dirty = False
     stack: list[tuple[int, bool]] = []
     remaining = count
     in_object = False
     while True:
         if not remaining:
-            if not stack:
-                return pos
-            remaining, in_object = stack.pop()
-            continue
+            if stack:
+                remaining, in_object = stack.pop()
+                continue
+            if not check and (dirty or not data[mark:pos].isascii()):
+                _skip_any(data, start, n, count, True)
+            return pos
         remaining -= 1
         if in_object:
             if check:
@@ -179,9 +191,9 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool) -> int:
                 pos += ln
                 if pos > n:
                     raise _fail("Any string runs past the end", n)
-        elif tag == 120 or tag == 121 or tag == 126 or tag == 127:  # true, false, null, undefined
+        elif tag in {120, 121, 126, 127}:  # true, false, null, undefined
             pass
-        elif tag == 118 or tag == 117:  # object, array
+        elif tag in {118, 117}:  # object, array
             cnt = data[pos]
             pos += 1
             if cnt >= 0x80:
@@ -194,53 +206,31 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool) -> int:
                 stack.append((remaining, in_object))
                 remaining = cnt
                 in_object = tag == 118
-        elif tag == 124:  # float32
-            pos += 4
-            if pos > n:
-                raise _fail("float32 runs past the end", n)
-        elif tag == 123 or tag == 122:  # float64, bigint64
-            pos += 8
-            if pos > n:
-                raise _fail("8-byte number runs past the end", n)
-        elif tag == 125:  # varint
-            pos = _skip_varint(data, pos)
-        elif tag == 116:  # Uint8Array
-            ln = data[pos]
-            pos += 1
-            if ln >= 0x80:
-                ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
-            pos += ln
-            if pos > n:
-                raise _fail("Uint8Array runs past the end", n)
         else:
-            raise _fail("unknown Any tag", pos - 1)
+            # Numbers and buffers: raw payload bytes, left out of the ASCII segments.
+            if not dirty and not data[mark:pos].isascii():
+                dirty = True
+            if tag == 124:  # float32
+                pos += 4
+            elif tag in {123, 122}:  # float64, bigint64
+                pos += 8
+            elif tag == 125:  # varint
+                pos = _skip_varint(data, pos)
+            elif tag == 116:  # Uint8Array
+                ln = data[pos]
+                pos += 1
+                if ln >= 0x80:
+                    ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                pos += ln
+            else:
+                raise _fail("unknown Any tag", pos - 1)
+            if pos > n:
+                raise _fail("Any value runs past the end", n)
+            mark = pos
 
 
-def _content(data: bytes, pos: int, n: int, ref: int, check: bool) -> tuple[int, int]:
-    """Skip item content ``ref`` at ``pos``; return (end, item length)."""
-    if ref == 8:  # Any
-        cnt = data[pos]
-        pos += 1
-        if cnt >= 0x80:
-            cnt, pos = _vu(data, pos, cnt, _CLOCK_LIMIT)
-        if not cnt:
-            raise _fail("empty Any content", pos - 1)
-        if cnt > n - pos:
-            raise _fail("Any count exceeds the remaining bytes", pos - 1)
-        return _skip_any(data, pos, n, cnt, check), cnt
-    if ref == 4:  # String: length in UTF-16 code units
-        ln = data[pos]
-        pos += 1
-        if ln >= 0x80:
-            ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
-        end = pos + ln
-        if end > n:
-            raise _fail("string runs past the end", pos)
-        if not ln:
-            raise _fail("empty string content", pos - 1)
-        if check:
-            ln = len(_utf8(data, pos, end).encode("utf-16-le")) >> 1
-        return end, ln
+def _content(data: bytes, pos: int, n: int, ref: int) -> tuple[int, int]:
+    """Skip item content of the rarer kinds (not Any, not String); return (end, length)."""
     if ref == 1:  # Deleted
         ln = data[pos]
         pos += 1
@@ -255,7 +245,7 @@ def _content(data: bytes, pos: int, n: int, ref: int, check: bool) -> tuple[int,
         if tref not in _TYPE_REFS:
             raise _fail("unsupported type ref", pos - 1)
         if tref == 3:  # XmlElement node name
-            pos = _skip_string(data, pos, n, check)
+            pos = _skip_string(data, pos, n, True)
         return pos, 1
     if ref == 3:  # Binary
         ln = data[pos]
@@ -267,15 +257,13 @@ def _content(data: bytes, pos: int, n: int, ref: int, check: bool) -> tuple[int,
             raise _fail("binary runs past the end", pos)
         return end, 1
     if ref == 5:  # Embed (JSON text)
-        return _skip_string(data, pos, n, check), 1
+        return _skip_string(data, pos, n, True), 1
     if ref == 6:  # Format: key, JSON text
-        pos = _skip_string(data, pos, n, check)
-        return _skip_string(data, pos, n, check), 1
-    if ref == 9:  # Doc: guid, options
-        pos = _skip_string(data, pos, n, check)
-        return _skip_any(data, pos, n, 1, check), 1
-    # ref 2 (JSON) is refused: yrs reads n + 1 strings where Yjs reads n.
-    raise _fail("unsupported content ref", pos - 1)
+        pos = _skip_string(data, pos, n, True)
+        return _skip_string(data, pos, n, True), 1
+    # ref == 9, Doc: guid, options
+    pos = _skip_string(data, pos, n, True)
+    return _skip_any(data, pos, n, 1, True), 1
 
 
 def decode_update(data: bytes, *, detail: bool = False) -> DecodedUpdate:
@@ -319,10 +307,15 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
         total += nstructs
         if total > MAX_UPDATE_STRUCTS:
             raise _fail("too many structs", at)
+        cat = pos
         client = data[pos]
         pos += 1
         if client >= 0x80:
             client, pos = _vu(data, pos, client, _CLIENT_LIMIT)
+        # Ids in a group mostly name the group's own client: matching its encoded bytes
+        # (a prefix-free code) is much cheaper than decoding a 4-8 byte varuint again.
+        cbytes = data[cat:pos]
+        clen = pos - cat
         if client in seen:
             raise _fail("duplicate client group", at)
         seen.add(client)
@@ -341,7 +334,7 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
             info = data[pos]
             pos += 1
             ref = info & 0x1F
-            if ref == 0 or ref == 10:
+            if ref in {0, 10}:
                 if info != ref:
                     raise _fail("flags on a GC or skip struct", at)
                 length = data[pos]
@@ -370,48 +363,56 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                         )
                     )
             else:
-                if ref > 9 or ref == 2:
+                if ref not in _ITEM_REFS:
                     raise _fail("unsupported content ref", at)
                 origin: tuple[int, int] | None = None
                 right_origin: tuple[int, int] | None = None
                 parent_id: tuple[int, int] | None = None
-                text = pos
                 if info & 0x80:
-                    oc = data[pos]
-                    pos += 1
-                    if oc >= 0x80:
-                        oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
+                    if data.startswith(cbytes, pos):
+                        oc = client
+                        pos += clen
+                    else:
+                        oc = data[pos]
+                        pos += 1
+                        if oc >= 0x80:
+                            oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
                     ok = data[pos]
                     pos += 1
                     if ok >= 0x80:
                         ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
-                    text = pos
-                    if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
-                        if ok >= ref_ends.get(oc, 0):
-                            ref_ends[oc] = ok + 1
+                    if (
+                        oc != client or not start <= ok < clock or (skips and _in(skips, ok))
+                    ) and ok >= ref_ends.get(oc, 0):
+                        ref_ends[oc] = ok + 1
                     if items is not None:
                         origin = (oc, ok)
                 if info & 0x40:
-                    oc = data[pos]
-                    pos += 1
-                    if oc >= 0x80:
-                        oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
+                    if data.startswith(cbytes, pos):
+                        oc = client
+                        pos += clen
+                    else:
+                        oc = data[pos]
+                        pos += 1
+                        if oc >= 0x80:
+                            oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
                     ok = data[pos]
                     pos += 1
                     if ok >= 0x80:
                         ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
-                    text = pos
-                    if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
-                        if ok >= ref_ends.get(oc, 0):
-                            ref_ends[oc] = ok + 1
+                    if (
+                        oc != client or not start <= ok < clock or (skips and _in(skips, ok))
+                    ) and ok >= ref_ends.get(oc, 0):
+                        ref_ends[oc] = ok + 1
                     if items is not None:
                         right_origin = (oc, ok)
+                hs = -1  # start of the root name / map key bytes, if any
                 name = key = -1
                 if not info & 0xC0:
                     pinfo = data[pos]
                     pos += 1
                     if pinfo == 1:
-                        name = pos
+                        hs = name = pos
                         ln = data[pos]
                         pos += 1
                         if ln >= 0x80:
@@ -420,23 +421,29 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                         if pos > n:
                             raise _fail("root name runs past the end", n)
                     elif pinfo == 0:
-                        oc = data[pos]
-                        pos += 1
-                        if oc >= 0x80:
-                            oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
+                        if data.startswith(cbytes, pos):
+                            oc = client
+                            pos += clen
+                        else:
+                            oc = data[pos]
+                            pos += 1
+                            if oc >= 0x80:
+                                oc, pos = _vu(data, pos, oc, _CLIENT_LIMIT)
                         ok = data[pos]
                         pos += 1
                         if ok >= 0x80:
                             ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
-                        text = pos
-                        if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
-                            if ok >= ref_ends.get(oc, 0):
-                                ref_ends[oc] = ok + 1
+                        if (
+                            oc != client or not start <= ok < clock or (skips and _in(skips, ok))
+                        ) and ok >= ref_ends.get(oc, 0):
+                            ref_ends[oc] = ok + 1
                         parent_id = (oc, ok)
                     else:
                         raise _fail("bad parent info", pos - 1)
                     if info & 0x20:
                         key = pos
+                        if hs < 0:
+                            hs = pos
                         ln = data[pos]
                         pos += 1
                         if ln >= 0x80:
@@ -444,34 +451,36 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                         pos += ln
                         if pos > n:
                             raise _fail("map key runs past the end", n)
-                cstart = pos
-                if ref == 8:  # Any, inlined: the common case
+                    # Every string is checked, since yrs takes string bytes as UTF-8 unchecked.
+                    # ASCII bytes (the usual case) cannot hold a bad one, so check those first.
+                    if hs >= 0 and not data[hs:pos].isascii():
+                        if name >= 0:
+                            _skip_string(data, name, n, True)
+                        if key >= 0:
+                            _skip_string(data, key, n, True)
+                if ref == 8:  # Any
                     length = data[pos]
                     pos += 1
                     if length >= 0x80:
                         length, pos = _vu(data, pos, length, _CLOCK_LIMIT)
                     if not length or length > n - pos:
-                        raise _fail("bad Any count", cstart)
-                    pos = _skip_any(data, pos, n, length, False)
-                elif ref == 4:  # String, inlined; UTF-16 length fixed below unless ASCII
+                        raise _fail("bad Any count", pos - 1)
+                    pos = _skip_any(data, pos, n, length)
+                elif ref == 4:  # String; its length is in UTF-16 code units
                     length = data[pos]
                     pos += 1
                     if length >= 0x80:
                         length, pos = _vu(data, pos, length, _CLOCK_LIMIT)
+                    if not length:
+                        raise _fail("empty string content", pos - 1)
+                    sb = pos
                     pos += length
-                    if not length or pos > n:
-                        raise _fail("bad string content", cstart)
+                    if pos > n:
+                        raise _fail("string runs past the end", sb)
+                    if not data[sb:pos].isascii():
+                        length = len(_utf8(data, sb, pos).encode("utf-16-le")) >> 1
                 else:
-                    pos, length = _content(data, pos, n, ref, False)
-                # Every string is checked, since yrs takes their bytes as UTF-8 unchecked; a
-                # region of ASCII bytes (the usual case) cannot hold a bad one, nor a string
-                # whose UTF-16 length differs from its byte length.
-                if not data[text:pos].isascii():
-                    if name >= 0:
-                        _skip_string(data, name, n, True)
-                    if key >= 0:
-                        _skip_string(data, key, n, True)
-                    pos, length = _content(data, cstart, n, ref, True)
+                    pos, length = _content(data, pos, n, ref)
                 if items is not None:
                     parent: str | tuple[int, int] | None = parent_id
                     if name >= 0:

@@ -10,8 +10,7 @@ the trio/libp2p driver and the simulator drive the same code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from pycrdt import Doc
@@ -212,11 +211,9 @@ class Engine:
         except (ProtocolError, MembershipError) as exc:
             self._close(session, type(exc).__name__, str(exc))
 
-    @contextmanager
-    def transact(self, doc: str, now_ms: int) -> Iterator[Doc]:
-        """A local transaction on ``doc``."""
-        with self.replica.transact(doc, now_ms) as ydoc:
-            yield ydoc
+    def transact(self, doc: str, now_ms: int) -> AbstractContextManager[Doc]:
+        """A local transaction on ``doc`` (it joins the document's open batch)."""
+        return self.replica.transact(doc, now_ms)
 
     def tick(self, now_ms: int) -> None:
         """Time passes: seal batches whose delay is up."""

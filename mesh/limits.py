@@ -33,7 +33,7 @@ MAX_TXNS_PER_ENVELOPE = 512
 #: An open local batch is sealed once its update reaches this many bytes.
 MAX_ENVELOPE_UPDATE_BYTES = 256 * 1024
 #: An open local batch is sealed at most this many milliseconds after its first transaction.
-MAX_BATCH_DELAY_MS = 5
+MAX_BATCH_DELAY_MS = 10
 
 # --- envelopes -------------------------------------------------------------------
 #: Largest encoded envelope (body + signature) accepted.
