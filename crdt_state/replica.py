@@ -211,11 +211,16 @@ class Replica:
 
     def expected_state(self, doc: str) -> dict[int, int]:
         """The Yjs state vector that the accepted envelopes of ``doc`` imply."""
-        return {
+        state = {
             client: chain.clock_end
             for (name, client), chain in self.chains.items()
             if name == doc and chain.clock_end > 0
         }
+        if doc in self._batches:  # local writes not sealed yet are ours, never pending
+            own = lib0.decode_state_vector(self.docs[doc].get_state()).get(self.client_id, 0)
+            if own:
+                state[self.client_id] = own
+        return state
 
     def take_accepted(self) -> list[Envelope]:
         """Envelopes accepted (or sealed locally) since the last call, in order."""
@@ -432,6 +437,9 @@ class Replica:
             return Outcome.HELD
         clock_start = chain.clock_end if chain else 0
         clock_end = self._check_content(env, context, clock_start)
+        if env.doc in self._batches:
+            # Seal local writes first: a batch's update is a diff of the whole document.
+            self.seal(env.doc, now_ms)
         self._observe_hlc(env.hlc, now_ms)
         self._record(env, clock_end)
         self._apply_checked(env, ydoc, clock_end)

@@ -6,6 +6,8 @@ The accepted subset and every check are specified in ``docs/YJS_UPDATE.md``.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 
 from crdt_state.errors import UpdateDecodeError
@@ -173,8 +175,11 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) ->
             else:
                 ln = data[pos]
                 pos += 1
-                if ln >= 0x80:
+                if ln >= 0x80:  # a long key: leave its length's bytes out of the segments
+                    if not dirty and not data[mark : pos - 1].isascii():
+                        dirty = True
                     ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                    mark = pos
                 pos += ln
                 if pos > n:
                     raise _fail("Any key runs past the end", n)
@@ -186,8 +191,11 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) ->
             else:
                 ln = data[pos]
                 pos += 1
-                if ln >= 0x80:
+                if ln >= 0x80:  # as for keys
+                    if not dirty and not data[mark : pos - 1].isascii():
+                        dirty = True
                     ln, pos = _vu(data, pos, ln, _CLOCK_LIMIT)
+                    mark = pos
                 pos += ln
                 if pos > n:
                     raise _fail("Any string runs past the end", n)
@@ -196,8 +204,11 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) ->
         elif tag in {118, 117}:  # object, array
             cnt = data[pos]
             pos += 1
-            if cnt >= 0x80:
+            if cnt >= 0x80:  # as for keys
+                if not dirty and not data[mark : pos - 1].isascii():
+                    dirty = True
                 cnt, pos = _vu(data, pos, cnt, _CLOCK_LIMIT)
+                mark = pos
             if (cnt * 2 if tag == 118 else cnt) > n - pos:
                 raise _fail("Any container count exceeds the remaining bytes", pos - 1)
             if len(stack) >= MAX_ANY_DEPTH:
@@ -229,6 +240,53 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) ->
             mark = pos
 
 
+def _refuse_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in {math.inf, -math.inf}:
+        raise ValueError(text)
+    return value
+
+
+def _skip_json(data: bytes, pos: int, n: int) -> int:
+    """Skip a varstring of JSON text, refusing any that yrs (serde_json) would not parse."""
+    at = pos
+    end = _skip_string(data, pos, n, False)
+    text = _read_string(data, at)
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        raise _fail("invalid JSON text", at) from None
+    # Stricter than serde_json where Python's parser is laxer: nesting, lone surrogates,
+    # integers beyond the f64 range.
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    raise _fail("invalid JSON text", at) from None
+        elif isinstance(item, list | dict):
+            if depth >= MAX_ANY_DEPTH:
+                raise _fail("JSON text nested too deeply", at)
+            if isinstance(item, dict):
+                stack.extend((k, depth + 1) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            try:
+                float(item)
+            except OverflowError:
+                raise _fail("invalid JSON text", at) from None
+    return end
+
+
 def _content(data: bytes, pos: int, n: int, ref: int) -> tuple[int, int]:
     """Skip item content of the rarer kinds (not Any, not String); return (end, length)."""
     if ref == 1:  # Deleted
@@ -257,22 +315,21 @@ def _content(data: bytes, pos: int, n: int, ref: int) -> tuple[int, int]:
             raise _fail("binary runs past the end", pos)
         return end, 1
     if ref == 5:  # Embed (JSON text)
-        return _skip_string(data, pos, n, True), 1
+        return _skip_json(data, pos, n), 1
     if ref == 6:  # Format: key, JSON text
         pos = _skip_string(data, pos, n, True)
-        return _skip_string(data, pos, n, True), 1
+        return _skip_json(data, pos, n), 1
     # ref == 9, Doc: guid, options
     pos = _skip_string(data, pos, n, True)
     return _skip_any(data, pos, n, 1, True), 1
 
 
-def decode_update(data: bytes, *, detail: bool = False) -> DecodedUpdate:
+def decode_update(data: bytes | bytearray | memoryview, *, detail: bool = False) -> DecodedUpdate:
     """Decode and check a Yjs v1 update; raise UpdateDecodeError if it is not acceptable."""
     if not isinstance(data, bytes):
-        if isinstance(data, bytearray | memoryview):
-            data = bytes(data)
-        else:
+        if not isinstance(data, bytearray | memoryview):
             raise TypeError("update must be bytes")
+        data = bytes(data)
     try:
         return _decode(data, detail)
     except IndexError:
@@ -328,6 +385,8 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
         start = clock
         has_skip = has_gc = False
         skips: list[tuple[int, int]] = []
+        types: set[int] = set()  # clocks of this group's Type items
+        dead: list[tuple[int, int]] = []  # this group's GC and Deleted runs
 
         for _ in range(nstructs):
             at = pos
@@ -348,6 +407,7 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                     skips.append((clock, clock + length))
                 else:
                     has_gc = True
+                    dead.append((clock, clock + length))
                 if items is not None:
                     items.append(
                         ItemInfo(
@@ -433,10 +493,13 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                         pos += 1
                         if ok >= 0x80:
                             ok, pos = _vu(data, pos, ok, _CLOCK_LIMIT)
-                        if (
-                            oc != client or not start <= ok < clock or (skips and _in(skips, ok))
-                        ) and ok >= ref_ends.get(oc, 0):
-                            ref_ends[oc] = ok + 1
+                        if oc != client or not start <= ok < clock or (skips and _in(skips, ok)):
+                            if ok >= ref_ends.get(oc, 0):
+                                ref_ends[oc] = ok + 1
+                        elif ok not in types and not _in(dead, ok):
+                            # yrs refuses this only while integrating, after earlier structs
+                            # are in: a partial apply.
+                            raise _fail("parent is not a type", at)
                         parent_id = (oc, ok)
                     else:
                         raise _fail("bad parent info", pos - 1)
@@ -481,6 +544,10 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                         length = len(_utf8(data, sb, pos).encode("utf-16-le")) >> 1
                 else:
                     pos, length = _content(data, pos, n, ref)
+                    if ref == 7:
+                        types.add(clock)
+                    elif ref == 1:
+                        dead.append((clock, clock + length))
                 if items is not None:
                     parent: str | tuple[int, int] | None = parent_id
                     if name >= 0:

@@ -127,7 +127,13 @@ class Identity:
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
             )
         try:
-            header, _, body = path.read_text(encoding="ascii").strip().partition(" ")
+            text = path.read_text(encoding="ascii")
+        except OSError as exc:  # a directory, unreadable, vanished since the stat
+            raise KeyFileError(f"{path}: cannot read key file ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise KeyFileError(f"{path}: not an agentmesh key file ({exc})") from exc
+        try:
+            header, _, body = text.strip().partition(" ")
             if header != KEY_FILE_HEADER:
                 raise ValueError("unknown header")
             seed = base64.b64decode(body, validate=True)

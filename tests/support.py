@@ -77,6 +77,7 @@ class Mesh:
             self.root, self.mesh_id, identity.public_key, frozenset(caps), now, now + YEAR_MS, name
         )
         self.runtime.engine.admit(cert, now)
+        self.runtime.replica.store.commit()
         return self.open_device(identity, store=store)
 
     def open_device(self, identity: Identity, *, store: Store | None = None) -> Node:
@@ -84,6 +85,7 @@ class Mesh:
         replica.load()
         for entry in self.runtime.replica.membership.entries:
             replica.add_log_entry(entry)
+        replica.store.commit()
         node = Node(identity, replica, Engine(replica, identity, DEVICE_ROLE))
         self.devices.append(node)
         self.net.add(node.engine)
@@ -109,6 +111,7 @@ def new_mesh(*, store: Store | None = None, runtime: Identity | None = None) -> 
     replica.load()
     if replica.membership.length == 0:
         replica.add_log_entry(genesis(root, runtime_identity, now_ms=NOW, expires_ms=NOW + YEAR_MS))
+        replica.store.commit()
     node = Node(runtime_identity, replica, Engine(replica, runtime_identity, RUNTIME_ROLE))
     mesh = Mesh(root, node)
     mesh.net.add(node.engine)

@@ -23,8 +23,9 @@ from typing import Any
 
 from mesh import cbor
 from mesh.errors import MalformedRecord
-from mesh.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, verify
+from mesh.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, mesh_id_of, verify
 from mesh.limits import MAX_CLOCK, MAX_CUTOFFS, MAX_DOC_NAME_BYTES, MAX_RECORD_BYTES
+from mesh.membership.records import ADMIN, APPROVE, READ, RUNTIME, WRITE, issue_certificate
 
 LOG_DOMAIN = b"agentmesh/log/v1\x00"
 LOG_VERSION = 1
@@ -124,14 +125,18 @@ def decode_entry(raw: bytes) -> LogEntry:
         body_bytes = cbor.expect_bytes(outer[0], "log entry body")
         signature = cbor.expect_bytes(outer[1], "log entry signature", SIGNATURE_BYTES)
         body = cbor.decode(body_bytes)
-        if not isinstance(body, list) or len(body) < 8 or body[0] != LOG_VERSION:
+        if (
+            not isinstance(body, list)
+            or len(body) < 8
+            or cbor.expect_uint(body[0], "log version") != LOG_VERSION
+        ):
             raise cbor.CanonicalError("log entry body: expected a version-1 array")
         mesh_id = cbor.expect_bytes(body[1], "mesh id", 32)
         index = cbor.expect_uint(body[2], "index", MAX_CLOCK)
         prev = cbor.expect_bytes(body[3], "prev", 32)
         committed_ms = cbor.expect_uint(body[4], "committed")
         signer = cbor.expect_bytes(body[5], "signer", PUBLIC_KEY_BYTES)
-        action = body[6]
+        action = cbor.expect_uint(body[6], "action")  # not bool: False == 0 in Python
         record = b""
         cutoffs: tuple[Cutoff, ...] = ()
         quarantine: tuple[bytes, bytes, bytes, bytes] | None = None
@@ -173,9 +178,6 @@ def decode_entry(raw: bytes) -> LogEntry:
 
 def genesis(root: Identity, runtime: Identity, *, now_ms: int, expires_ms: int) -> LogEntry:
     """Entry 0 of a new mesh: the root certifies the runtime, which signs the entry."""
-    from mesh.identity import mesh_id_of
-    from mesh.membership.records import ADMIN, APPROVE, READ, RUNTIME, WRITE, issue_certificate
-
     mesh_id = mesh_id_of(root.public_key)
     cert = issue_certificate(
         root,

@@ -86,7 +86,7 @@ def _sign(issuer: Identity, body: list[Any]) -> bytes:
     return cbor.encode([body_bytes, issuer.sign(RECORD_DOMAIN + body_bytes)])
 
 
-def issue_certificate(
+def issue_certificate(  # noqa: PLR0917 - the record's fields, in wire order
     issuer: Identity,
     mesh_id: bytes,
     subject: bytes,
@@ -112,7 +112,9 @@ def issue_certificate(
     return record
 
 
-def issue_revocation(issuer: Identity, mesh_id: bytes, subject: bytes, issued_ms: int) -> Revocation:
+def issue_revocation(
+    issuer: Identity, mesh_id: bytes, subject: bytes, issued_ms: int
+) -> Revocation:
     """Sign a revocation of ``subject``."""
     body = [RECORD_VERSION, KIND_REVOCATION, mesh_id, issuer.public_key, subject, issued_ms]
     record = decode_record(_sign(issuer, body))
@@ -131,9 +133,9 @@ def decode_record(raw: bytes) -> Record:
         body = cbor.decode(body_bytes)
         if not isinstance(body, list) or len(body) < 6:
             raise cbor.CanonicalError("record body: expected an array")
-        if body[0] != RECORD_VERSION:
+        if cbor.expect_uint(body[0], "record version") != RECORD_VERSION:
             raise cbor.CanonicalError(f"record version {body[0]!r} unsupported")
-        kind = body[1]
+        kind = cbor.expect_uint(body[1], "record kind")  # not bool: False == 0 in Python
         mesh_id = cbor.expect_bytes(body[2], "mesh id", 32)
         issuer = cbor.expect_bytes(body[3], "issuer", PUBLIC_KEY_BYTES)
         subject = cbor.expect_bytes(body[4], "subject", PUBLIC_KEY_BYTES)

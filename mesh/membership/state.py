@@ -23,7 +23,6 @@ from mesh.errors import (
     NotAuthorized,
     WrongMesh,
 )
-from mesh.identity import mesh_id_of
 from mesh.membership.log import (
     ACTION_ADMIT,
     ACTION_QUARANTINE,
@@ -199,11 +198,11 @@ class Membership:
             revocation = decode_record(entry.record)
             if not isinstance(revocation, Revocation):
                 raise MalformedRecord("revoke entry does not hold a revocation")
-            self._check_revocation(revocation)
+            self._check_revocation(revocation, entry.committed_ms)
+            self._set_limits(revocation.subject, entry.cutoffs)
             member = self.members[revocation.subject]
             member.revoked_at = entry.index
             member.revoked_by = revocation.issuer
-            self._set_limits(revocation.subject, entry.cutoffs)
         elif entry.action == ACTION_QUARANTINE:
             assert entry.quarantine is not None
             author, incarnation, raw_a, raw_b = entry.quarantine
@@ -211,13 +210,7 @@ class Membership:
             if any(c.incarnation != incarnation for c in entry.cutoffs):
                 raise MalformedRecord("quarantine cutoffs name another incarnation")
             key = (author, incarnation)
-            previous = self._limits.get(key, {})
-            limits = {c.doc: c for c in entry.cutoffs}
-            # A quarantine can only tighten an existing limit.
-            for doc, cutoff in previous.items():
-                if doc not in limits or limits[doc].seq > cutoff.seq:
-                    limits[doc] = cutoff
-            self._limits[key] = limits
+            self._tighten(key, {c.doc: c for c in entry.cutoffs})
             self.quarantined.add(key)
         else:
             raise MalformedRecord(f"unknown log action {entry.action}")
@@ -251,6 +244,8 @@ class Membership:
             raise NotAuthorized("a revoked key can never be certified again")
         if cert.issued_by_root():
             return
+        if existing is not None and (ADMIN in existing.caps or RUNTIME in existing.caps):
+            raise NotAuthorized("only the root re-certifies an admin or the runtime")
         issuer = self.members.get(cert.issuer)
         if issuer is None or issuer.revoked_at is not None:
             raise NotAuthorized("issuer is not a current member")
@@ -261,7 +256,7 @@ class Membership:
         if not cert.caps <= issuer.caps or RUNTIME in cert.caps:
             raise CapabilityEscalation("certificate grants more than its issuer holds")
 
-    def _check_revocation(self, revocation: Revocation) -> None:
+    def _check_revocation(self, revocation: Revocation, now_ms: int) -> None:
         if revocation.mesh_id != self.mesh_id:
             raise WrongMesh("revocation belongs to another mesh")
         subject = self.members.get(revocation.subject)
@@ -276,13 +271,20 @@ class Membership:
         issuer = self.members.get(revocation.issuer)
         if issuer is None or ADMIN not in issuer.caps:
             raise NotAuthorized("only an admin revokes a device")
+        if now_ms >= issuer.cert.expires_ms:
+            raise Expired("issuer's certificate has expired")
 
-    def _check_fork_proof(self, author: bytes, incarnation: bytes, raw_a: bytes, raw_b: bytes) -> None:
+    def _check_fork_proof(
+        self, author: bytes, incarnation: bytes, raw_a: bytes, raw_b: bytes
+    ) -> None:
         try:
             a, b = decode_envelope(raw_a), decode_envelope(raw_b)
         except StateError as exc:
             raise MalformedRecord(f"fork proof envelope invalid: {exc}") from exc
-        same_slot = (a.author, a.incarnation, a.doc, a.seq) == (b.author, b.incarnation, b.doc, b.seq)
+        if a.mesh_id != self.mesh_id or b.mesh_id != self.mesh_id:
+            raise WrongMesh("fork proof envelopes belong to another mesh")
+        slot_a = (a.author, a.incarnation, a.doc, a.seq)
+        same_slot = slot_a == (b.author, b.incarnation, b.doc, b.seq)
         if not same_slot or a.hash == b.hash or (a.author, a.incarnation) != (author, incarnation):
             raise MalformedRecord("fork proof does not show two envelopes for one slot")
 
@@ -291,12 +293,25 @@ class Membership:
         for cutoff in cutoffs:
             grouped.setdefault(cutoff.incarnation, {})[cutoff.doc] = cutoff
         for incarnation, limits in grouped.items():
-            key = (subject, incarnation)
-            previous = self._limits.get(key, {})
-            for doc, cutoff in previous.items():
-                if doc not in limits or limits[doc].seq > cutoff.seq:
-                    limits[doc] = cutoff
-            self._limits[key] = limits
+            self._tighten((subject, incarnation), limits)
+
+    def _tighten(self, key: Chain, limits: dict[str, Cutoff]) -> None:
+        """Limit a chain to ``limits``; a chain already limited never loosens.
+
+        Once a chain is limited, a document it does not list is at 0, and every
+        chain of a revoked author is at 0 until a cutoff says otherwise, so a
+        later entry may lower a listed seq but never raise one or add a document.
+        """
+        previous = self._limits.get(key)
+        author = self.members.get(key[0])
+        if previous is None and author is not None and author.revoked_at is not None:
+            previous = {}
+        if previous is not None:
+            limits = {
+                doc: limits[doc] if doc in limits and limits[doc].seq <= cutoff.seq else cutoff
+                for doc, cutoff in previous.items()
+            }
+        self._limits[key] = limits
 
 
 def fold(mesh_id: bytes, entries: list[LogEntry]) -> Membership:
