@@ -31,6 +31,7 @@ from crdt_state.envelope import (
 from crdt_state.errors import (
     ClientIdClash,
     ClockDiscontinuity,
+    ContentViolation,
     CorruptStore,
     CutOff,
     EnvelopeRejected,
@@ -366,6 +367,16 @@ class Replica:
 
     def receive(self, env: Envelope, now_ms: int) -> Outcome:
         """Check and apply (or hold) a remote envelope. Raises EnvelopeRejected subclasses."""
+        twin = self.held.get((env.doc, env.client_id, env.seq))
+        if twin is not None and twin.hash != env.hash:
+            if (twin.mesh_id, twin.author, twin.incarnation) == (
+                env.mesh_id,
+                env.author,
+                env.incarnation,
+            ):
+                # A fork even while one of the two waits in the hold (else, once the other
+                # is accepted, the held one would be dropped silently, proof and all).
+                raise ForkDetected(f"{env.doc}: two envelopes at seq {env.seq}", twin.raw, env.raw)
         outcome = self._receive(env, now_ms)
         if outcome is Outcome.HELD:
             self._hold(env)
@@ -433,16 +444,19 @@ class Replica:
         ydoc = self.doc(env.doc)
         state = lib0.decode_state_vector(ydoc.get_state())
         context = dict(env.context)
+        clock_start = chain.clock_end if chain else 0
+        if context.get(client, 0) != clock_start:
+            # Checkable now: never hold an envelope whose own clock no chain can reach.
+            raise ClockDiscontinuity("causal context disagrees with the chain's clock")
         if any(state.get(c, 0) < k for c, k in env.context):
             return Outcome.HELD
-        clock_start = chain.clock_end if chain else 0
         clock_end = self._check_content(env, context, clock_start)
         if env.doc in self._batches:
             # Seal local writes first: a batch's update is a diff of the whole document.
             self.seal(env.doc, now_ms)
         self._observe_hlc(env.hlc, now_ms)
-        self._record(env, clock_end)
         self._apply_checked(env, ydoc, clock_end)
+        self._record(env, clock_end)  # only what the document took is ever stored
         self._accepted.append(env)
         return Outcome.ACCEPTED
 
@@ -471,6 +485,15 @@ class Replica:
             limit = clock_end if del_client == client else context.get(del_client, 0)
             if clock + length > limit:
                 raise OutsideContext(f"update deletes client {del_client} beyond its context")
+        if decoded.ref_ends:
+            # yrs refuses a parent by id that is not a shared type only while integrating,
+            # after the structs before it are in: a partial apply. Parents inside the update
+            # are checked by the decoder; the schema has no nested types, so a parent named
+            # by an id outside the update is refused (every such id is in ref_ends).
+            for info in decode_update(env.update, detail=True).items or ():
+                parent = info.parent
+                if isinstance(parent, tuple) and (parent[0] != client or parent[1] < clock_start):
+                    raise ContentViolation(f"update names parent {parent} outside itself")
         return clock_end
 
     def _apply_checked(self, env: Envelope, ydoc: Doc, clock_end: int) -> None:

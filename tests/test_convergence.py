@@ -23,6 +23,7 @@ from crdt_state.envelope import GENESIS_PREV, client_id_of, seal
 from crdt_state.replica import Replica
 from crdt_state.schema import AGENT, SHARED, device_doc
 from crdt_state.storage.memory import MemoryStore
+from crdt_state.views import docs_to_py
 from mesh.engine import Engine
 from mesh.identity import Identity
 from mesh.membership.records import READ
@@ -40,9 +41,7 @@ def assert_nothing_pending(replica: Replica) -> None:
 
 def snapshot(replica: Replica) -> dict[str, object]:
     return {
-        name: {root: ydoc.get(root, type=Map).to_py() for root in ydoc.keys()}
-        for name, ydoc in sorted(replica.docs.items())
-        if replica.vector(name)
+        name: content for name, content in docs_to_py(replica.docs).items() if replica.vector(name)
     }
 
 
@@ -257,7 +256,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         if rows:
             self._inject(rows[index % len(rows)].raw, forbidden=False)
 
-    # --- invariants --------------------------------------------------------------------------------
+    # --- invariants ---------------------------------------------------------------
 
     @invariant()
     def nothing_pending_nothing_forbidden(self) -> None:
@@ -267,9 +266,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
             assert_nothing_pending(node.replica)
             stored = {row.raw for row in node.replica.store.envelopes()}
             assert not stored & self.forbidden, "a forbidden envelope was accepted"
-            for name, ydoc in node.replica.docs.items():
-                for root in ydoc.keys():
-                    content = ydoc.get(root, type=Map).to_py() or {}
+            for name, roots in docs_to_py(node.replica.docs).items():
+                for root, content in roots.items():
                     assert not any(k.startswith(EVIL) for k in content), f"{name}/{root}"
 
     def teardown(self) -> None:

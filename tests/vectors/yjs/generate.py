@@ -377,6 +377,10 @@ INVALID: list[tuple[str, bytes]] = [
         )
         + delete_set(),
     ),
+    (
+        "Embed content that is not JSON",
+        struct_section((5, 0, [root_item(5, "t", vs("{img: 1}"))])) + delete_set(),
+    ),
     ("GC struct with flag bits", struct_section((5, 0, [b"\x80\x01"])) + delete_set()),
     ("empty string content", struct_section((5, 0, [root_item(4, "t", vs(""))])) + delete_set()),
     (
