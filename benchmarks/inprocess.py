@@ -92,7 +92,8 @@ class _Pair:
 
 
 def _raw_w1(n: int) -> float:
-    writer, reader = Doc(client_id=1), Doc(client_id=2)
+    writer: Doc[Any] = Doc(client_id=1)
+    reader: Doc[Any] = Doc(client_id=2)
     wmap = writer.get("messages", type=Map)
     reader.get("messages", type=Map)
     updates: list[bytes] = []

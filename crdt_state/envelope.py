@@ -141,7 +141,7 @@ def decode_envelope(raw: bytes, *, check_signature: bool = True) -> Envelope:
         body = cbor.expect_bytes(outer[0], "envelope body")
         signature = cbor.expect_bytes(outer[1], "envelope signature", SIGNATURE_BYTES)
         fields = cbor.expect_list(cbor.decode(body), 11, "envelope body")
-        if fields[0] != ENVELOPE_VERSION:
+        if cbor.expect_uint(fields[0], "version") != ENVELOPE_VERSION:
             raise cbor.CanonicalError(f"envelope version {fields[0]!r} unsupported")
         mesh_id = cbor.expect_bytes(fields[1], "mesh id", 32)
         doc = cbor.expect_text(fields[2], "doc", MAX_DOC_NAME_BYTES)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from pycrdt import Doc
 
@@ -45,7 +46,7 @@ from crdt_state.errors import (
     UnknownDocument,
     UpdateDecodeError,
 )
-from crdt_state.schema import kind_of, may_write, new_doc
+from crdt_state.schema import kind_of, may_write, new_doc, root_names
 from crdt_state.storage.base import Store
 from crdt_state.yupdate import decode_update
 from mesh.errors import LogGap, MembershipError
@@ -99,14 +100,16 @@ class _LocalTransaction:
 
     __slots__ = ("_batch", "_name", "_now_ms", "_replica", "_txn", "_ydoc")
 
-    def __init__(self, replica: Replica, name: str, ydoc: Doc, batch: _Batch, now_ms: int) -> None:
+    def __init__(
+        self, replica: Replica, name: str, ydoc: Doc[Any], batch: _Batch, now_ms: int
+    ) -> None:
         self._replica = replica
         self._name = name
         self._ydoc = ydoc
         self._batch = batch
         self._now_ms = now_ms
 
-    def __enter__(self) -> Doc:
+    def __enter__(self) -> Doc[Any]:
         self._replica._in_local_txn = self._name
         self._txn = self._ydoc.transaction()
         self._txn.__enter__()
@@ -123,7 +126,7 @@ class LocalWriteRefused(StateError):
     """This node may not write that document."""
 
 
-def _delete_set_bytes(ydoc: Doc) -> bytes:
+def _delete_set_bytes(ydoc: Doc[Any]) -> bytes:
     update = ydoc.get_update(ydoc.get_state())
     if not update.startswith(b"\x00"):
         raise InvariantViolation("a diff against the current state holds structs")
@@ -153,7 +156,7 @@ class Replica:
             client_id_of(author.public_key, self.incarnation) if author is not None else 0
         )
         self.membership = Membership(mesh_id)
-        self.docs: dict[str, Doc] = {}
+        self.docs: dict[str, Doc[Any]] = {}
         self.chains: dict[tuple[str, int], ChainState] = {}
         self.owners: dict[int, tuple[bytes, bytes]] = {}
         self.held: dict[Slot, Envelope] = {}
@@ -183,7 +186,12 @@ class Replica:
                 env = decode_envelope(row.raw, check_signature=False)
             except StateError as exc:
                 raise CorruptStore(f"{self.store.location}: envelope row {row.lid}: {exc}") from exc
-            if (env.hash, env.doc, env.client_id, env.seq) != (row.hash, row.doc, row.client, row.seq):
+            if (env.hash, env.doc, env.client_id, env.seq) != (
+                row.hash,
+                row.doc,
+                row.client,
+                row.seq,
+            ):
                 raise CorruptStore(
                     f"{self.store.location}: envelope row {row.lid} does not match its hash"
                 )
@@ -191,7 +199,7 @@ class Replica:
 
     # --- reading ----------------------------------------------------------------------
 
-    def doc(self, name: str) -> Doc:
+    def doc(self, name: str) -> Doc[Any]:
         """The pycrdt document ``name`` (created empty on first use)."""
         ydoc = self.docs.get(name)
         if ydoc is None:
@@ -288,7 +296,9 @@ class Replica:
 
     def seal_due(self, now_ms: int) -> None:
         """Seal every batch that has been open for MAX_BATCH_DELAY_MS."""
-        for name in [n for n, b in self._batches.items() if now_ms - b.opened_ms >= MAX_BATCH_DELAY_MS]:
+        for name in [
+            n for n, b in self._batches.items() if now_ms - b.opened_ms >= MAX_BATCH_DELAY_MS
+        ]:
             self.seal(name, now_ms)
 
     def seal_all(self, now_ms: int) -> None:
@@ -320,7 +330,9 @@ class Replica:
         else:
             before = decode_update(b"\x00" + batch.deletes).deletes
             after = decode_update(b"\x00" + deletes_now).deletes
-            own_deletes = lib0.encode_delete_set(lib0.subtract_delete_sets(list(after), list(before)))
+            own_deletes = lib0.encode_delete_set(
+                lib0.subtract_delete_sets(list(after), list(before))
+            )
         if structs == b"\x00" and own_deletes == b"\x00":
             return None
         chain = self.chains.get((name, self.client_id))
@@ -368,15 +380,15 @@ class Replica:
     def receive(self, env: Envelope, now_ms: int) -> Outcome:
         """Check and apply (or hold) a remote envelope. Raises EnvelopeRejected subclasses."""
         twin = self.held.get((env.doc, env.client_id, env.seq))
-        if twin is not None and twin.hash != env.hash:
-            if (twin.mesh_id, twin.author, twin.incarnation) == (
-                env.mesh_id,
-                env.author,
-                env.incarnation,
-            ):
-                # A fork even while one of the two waits in the hold (else, once the other
-                # is accepted, the held one would be dropped silently, proof and all).
-                raise ForkDetected(f"{env.doc}: two envelopes at seq {env.seq}", twin.raw, env.raw)
+        if (
+            twin is not None
+            and twin.hash != env.hash
+            and (twin.mesh_id, twin.author, twin.incarnation)
+            == (env.mesh_id, env.author, env.incarnation)
+        ):
+            # A fork even while one of the two waits in the hold (else, once the other is
+            # accepted, the held one would be dropped silently, proof and all).
+            raise ForkDetected(f"{env.doc}: two envelopes at seq {env.seq}", twin.raw, env.raw)
         outcome = self._receive(env, now_ms)
         if outcome is Outcome.HELD:
             self._hold(env)
@@ -465,7 +477,7 @@ class Replica:
         if context.get(client, 0) != clock_start:
             raise ClockDiscontinuity("causal context disagrees with the chain's clock")
         try:
-            decoded = decode_update(env.update)
+            decoded = decode_update(env.update, roots=root_names(env.doc))
         except UpdateDecodeError as exc:
             raise MalformedEnvelope(f"update: {exc}") from exc
         clock_end = clock_start
@@ -496,7 +508,7 @@ class Replica:
                     raise ContentViolation(f"update names parent {parent} outside itself")
         return clock_end
 
-    def _apply_checked(self, env: Envelope, ydoc: Doc, clock_end: int) -> None:
+    def _apply_checked(self, env: Envelope, ydoc: Doc[Any], clock_end: int) -> None:
         try:
             ydoc.apply_update(env.update)
         except BaseException as exc:  # pycrdt panics are BaseException

@@ -12,6 +12,8 @@ Every root is a ``Map`` keyed by a string id holding plain values, never an
 
 from __future__ import annotations
 
+from typing import Any
+
 from pycrdt import Doc, Map
 
 from crdt_state.errors import UnknownDocument
@@ -27,6 +29,14 @@ ROOTS: dict[str, tuple[str, ...]] = {
     AGENT: ("replies", "tasks", "approvals", "notifications"),
     DEVICE_PREFIX: ("decisions", "acks"),
 }
+
+
+_ROOT_NAMES = {kind: frozenset(r.encode() for r in names) for kind, names in ROOTS.items()}
+
+
+def root_names(doc: str) -> frozenset[bytes]:
+    """UTF-8 names of the roots an update to ``doc`` may write."""
+    return _ROOT_NAMES[kind_of(doc)]
 
 
 def device_doc(peer_id: str) -> str:
@@ -57,14 +67,14 @@ def may_write(doc: str, author: bytes, caps: frozenset[str]) -> bool:
     return bool(caps) and doc == device_doc(peer_id_of(author))
 
 
-def new_doc(doc: str, client_id: int) -> Doc:
+def new_doc(doc: str, client_id: int) -> Doc[Any]:
     """A pycrdt document for ``doc`` with its roots declared."""
-    ydoc = Doc(client_id=client_id)
+    ydoc: Doc[Any] = Doc(client_id=client_id)
     for root in ROOTS[kind_of(doc)]:
         ydoc.get(root, type=Map)
     return ydoc
 
 
-def roots(ydoc: Doc, doc: str) -> dict[str, Map]:  # type: ignore[type-arg]
+def roots(ydoc: Doc[Any], doc: str) -> dict[str, Map]:  # type: ignore[type-arg]
     """The typed roots of ``ydoc``."""
     return {root: ydoc.get(root, type=Map) for root in ROOTS[kind_of(doc)]}

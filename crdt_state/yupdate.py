@@ -324,19 +324,30 @@ def _content(data: bytes, pos: int, n: int, ref: int) -> tuple[int, int]:
     return _skip_any(data, pos, n, 1, True), 1
 
 
-def decode_update(data: bytes | bytearray | memoryview, *, detail: bool = False) -> DecodedUpdate:
-    """Decode and check a Yjs v1 update; raise UpdateDecodeError if it is not acceptable."""
+def decode_update(
+    data: bytes | bytearray | memoryview,
+    *,
+    detail: bool = False,
+    roots: frozenset[bytes] | None = None,
+) -> DecodedUpdate:
+    """Decode and check a Yjs v1 update; raise UpdateDecodeError if it is not acceptable.
+
+    With ``roots`` (UTF-8 root names), the update must also fit a flat schema: every
+    item that names its parent names one of ``roots``, no item names a parent by id,
+    and no item holds a nested type or subdocument. Such an update can never make
+    pycrdt refuse it halfway through (a parent id naming a non-type item does).
+    """
     if not isinstance(data, bytes):
         if not isinstance(data, bytearray | memoryview):
             raise TypeError("update must be bytes")
         data = bytes(data)
     try:
-        return _decode(data, detail)
+        return _decode(data, detail, roots)
     except IndexError:
         raise UpdateDecodeError(f"update truncated at byte {len(data)}") from None
 
 
-def _decode(data: bytes, detail: bool) -> DecodedUpdate:
+def _decode(data: bytes, detail: bool, roots: frozenset[bytes] | None) -> DecodedUpdate:
     n = len(data)
     ngroups = data[0]
     pos = 1
@@ -428,6 +439,7 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                 origin: tuple[int, int] | None = None
                 right_origin: tuple[int, int] | None = None
                 parent_id: tuple[int, int] | None = None
+                # The three id reads are inlined on purpose: this is the hot loop.
                 if info & 0x80:
                     if data.startswith(cbytes, pos):
                         oc = client
@@ -480,7 +492,11 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                         pos += ln
                         if pos > n:
                             raise _fail("root name runs past the end", n)
+                        if roots is not None and data[pos - ln : pos] not in roots:
+                            raise _fail("root is not part of the schema", name)
                     elif pinfo == 0:
+                        if roots is not None:
+                            raise _fail("parent by id is outside the flat schema", pos - 1)
                         if data.startswith(cbytes, pos):
                             oc = client
                             pos += clen
@@ -543,6 +559,8 @@ def _decode(data: bytes, detail: bool) -> DecodedUpdate:
                     if not data[sb:pos].isascii():
                         length = len(_utf8(data, sb, pos).encode("utf-16-le")) >> 1
                 else:
+                    if roots is not None and ref in (7, 9):
+                        raise _fail("nested types are outside the flat schema", at)
                     pos, length = _content(data, pos, n, ref)
                     if ref == 7:
                         types.add(clock)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from pycrdt import Doc
 
@@ -27,6 +28,8 @@ from crdt_state.replica import Outcome, Replica
 from mesh.errors import MembershipError, NotAMember, ProtocolError, VersionMismatch
 from mesh.identity import Identity
 from mesh.limits import (
+    ACK_TIMEOUT_MS,
+    HELLO_TIMEOUT_MS,
     MAX_BATCH_BYTES,
     MAX_ENVELOPES_PER_BATCH,
     MAX_RECORDS_PER_FRAME,
@@ -142,7 +145,9 @@ class _Session:
     log_known: int = 0
     cursor: int = 0
     next_batch: int = 1
+    #: batch number -> time it was sent (ms)
     unacked: dict[int, int] = field(default_factory=dict)
+    opened_ms: int = 0
     acks: list[frames.Ack] = field(default_factory=list)
     refusals: int = 0
     closing: bool = False
@@ -181,7 +186,7 @@ class Engine:
         if not self.admissible(peer, now_ms):
             self._outputs.append(Close(peer, "not-a-member", "peer is not a current member"))
             return False
-        self.sessions[peer] = _Session(peer)
+        self.sessions[peer] = _Session(peer, opened_ms=now_ms)
         return True
 
     def disconnect(self, peer: bytes) -> None:
@@ -211,17 +216,32 @@ class Engine:
         except (ProtocolError, MembershipError) as exc:
             self._close(session, type(exc).__name__, str(exc))
 
-    def transact(self, doc: str, now_ms: int) -> AbstractContextManager[Doc]:
+    def transact(self, doc: str, now_ms: int) -> AbstractContextManager[Doc[Any]]:
         """A local transaction on ``doc`` (it joins the document's open batch)."""
         return self.replica.transact(doc, now_ms)
 
     def tick(self, now_ms: int) -> None:
-        """Time passes: seal batches whose delay is up."""
+        """Time passes: seal batches whose delay is up; close sessions that stopped moving."""
         self.replica.seal_due(now_ms)
+        for session in list(self.sessions.values()):
+            deadline = self._session_deadline(session)
+            if deadline is not None and now_ms >= deadline:
+                what = "acknowledgement" if session.ready else "hello"
+                self._close(session, "timeout", f"no {what} from peer in time")
+
+    def _session_deadline(self, session: _Session) -> int | None:
+        if not session.ready:
+            return session.opened_ms + HELLO_TIMEOUT_MS
+        if session.unacked:
+            return min(session.unacked.values()) + ACK_TIMEOUT_MS
+        return None
 
     def next_deadline(self) -> int | None:
         """The earliest time at which ``tick`` has work to do."""
-        return self.replica.next_seal_ms()
+        deadlines = [self.replica.next_seal_ms()]
+        deadlines += [self._session_deadline(s) for s in self.sessions.values()]
+        present = [d for d in deadlines if d is not None]
+        return min(present) if present else None
 
     # --- runtime: sequencing membership -----------------------------------------------------
 
@@ -234,7 +254,9 @@ class Engine:
             mesh_id=self.replica.mesh_id,
             index=membership.length,
             prev=membership.head,
-            committed_ms=max(now_ms, membership.entries[-1].committed_ms if membership.entries else 0),
+            committed_ms=max(
+                now_ms, membership.entries[-1].committed_ms if membership.entries else 0
+            ),
             action=action,
             **kwargs,  # type: ignore[arg-type]
         )
@@ -345,9 +367,9 @@ class Engine:
                 _merge(session.durable, env.doc, env.client_id, env.seq)
                 if self.role == RUNTIME_ROLE:
                     member = membership.member(env.author)
-                    if member is not None and member.revoked_at is None:
-                        if now_ms >= member.cert.expires_ms:
-                            raise NotPermitted("author's certificate has expired")
+                    live = member is not None and member.revoked_at is None
+                    if live and member is not None and now_ms >= member.cert.expires_ms:
+                        raise NotPermitted("author's certificate has expired")
                 outcome = self.replica.receive(env, now_ms)
                 if outcome is not Outcome.HELD:
                     touched.add(env.chain)
@@ -368,9 +390,7 @@ class Engine:
         if session.refusals > MAX_REFUSALS_PER_SESSION:
             self._close(session, "too-many-refusals", "peer sent too many invalid envelopes")
 
-    def _refusal(
-        self, session: _Session, env: Envelope | None, exc: StateError
-    ) -> frames.Refusal:
+    def _refusal(self, session: _Session, env: Envelope | None, exc: StateError) -> frames.Refusal:
         doc, client, seq = (env.doc, env.client_id, env.seq) if env else ("", 0, 0)
         code = type(exc).__name__
         self._outputs.append(Refused(session.peer, doc, client, seq, code, str(exc)))
@@ -425,14 +445,16 @@ class Engine:
                 self._send(session, ack)
             session.acks.clear()
             if session.ready:
-                self._pump(session)
+                self._pump(session, now_ms)
         outputs, self._outputs = self._outputs, []
         return outputs
 
-    def _pump(self, session: _Session) -> None:
+    def _pump(self, session: _Session, now_ms: int) -> None:
         membership = self.replica.membership
         while session.log_known < membership.length:
-            chunk = membership.entries[session.log_known : session.log_known + MAX_RECORDS_PER_FRAME]
+            chunk = membership.entries[
+                session.log_known : session.log_known + MAX_RECORDS_PER_FRAME
+            ]
             self._send(session, frames.Records(tuple(e.raw for e in chunk)))
             session.log_known += len(chunk)
         store = self.replica.store
@@ -458,7 +480,7 @@ class Engine:
             if batch:
                 number = session.next_batch
                 session.next_batch += 1
-                session.unacked[number] = len(batch)
+                session.unacked[number] = now_ms
                 self._send(session, frames.Envelopes(number, tuple(batch)))
             elif not full and not self._more_rows(session):
                 return

@@ -24,6 +24,10 @@ MAX_ENVELOPES_PER_BATCH = 256
 MAX_BATCH_BYTES = 1024 * 1024
 #: Most ENVELOPES frames sent to one peer and not yet acknowledged.
 MAX_UNACKED_BATCHES = 8
+#: A session whose oldest unacknowledged batch is older than this is closed (peer stalled).
+ACK_TIMEOUT_MS = 30_000
+#: A session that has not received the peer's hello after this long is closed.
+HELLO_TIMEOUT_MS = 10_000
 #: Most membership-log entries in one RECORDS frame.
 MAX_RECORDS_PER_FRAME = 256
 

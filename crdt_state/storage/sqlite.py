@@ -57,7 +57,9 @@ class SqliteStore:
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
-                raise CorruptStore(f"{path}: store schema version {version}, expected {SCHEMA_VERSION}")
+                raise CorruptStore(
+                    f"{path}: store schema version {version}, expected {SCHEMA_VERSION}"
+                )
             self._db.execute("SELECT count(*) FROM envelopes").fetchone()
         except sqlite3.DatabaseError as exc:
             raise CorruptStore(f"{path}: not a readable agentmesh store ({exc})") from exc

@@ -86,7 +86,7 @@ def _sign(issuer: Identity, body: list[Any]) -> bytes:
     return cbor.encode([body_bytes, issuer.sign(RECORD_DOMAIN + body_bytes)])
 
 
-def issue_certificate(  # noqa: PLR0917 - the record's fields, in wire order
+def issue_certificate(
     issuer: Identity,
     mesh_id: bytes,
     subject: bytes,

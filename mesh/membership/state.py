@@ -298,9 +298,9 @@ class Membership:
     def _tighten(self, key: Chain, limits: dict[str, Cutoff]) -> None:
         """Limit a chain to ``limits``; a chain already limited never loosens.
 
-        Once a chain is limited, a document it does not list is at 0, and every
-        chain of a revoked author is at 0 until a cutoff says otherwise, so a
-        later entry may lower a listed seq but never raise one or add a document.
+        Once a chain is limited, every document it does not list is at 0, and so
+        is every incarnation of a revoked author that its revocation did not list:
+        a later entry may lower a listed seq, never raise one or list a new doc.
         """
         previous = self._limits.get(key)
         author = self.members.get(key[0])

@@ -169,6 +169,8 @@ def decode(data: bytes) -> Frame:
         if not isinstance(value, list) or not value:
             raise MalformedFrame("a frame is a non-empty array")
         kind = value[0]
+        if type(kind) is not int:  # not a bool either: True == 1 in Python
+            raise UnknownFrameType(f"unknown frame type {kind!r}")
         if kind == HELLO:
             fields = cbor.expect_list(value, 6, "hello")
             return Hello(
@@ -221,7 +223,8 @@ def decode(data: bytes) -> Frame:
         if kind == ERROR:
             fields = cbor.expect_list(value, 3, "error")
             return Error(
-                cbor.expect_text(fields[1], "code", 64), cbor.expect_text(fields[2], "message", 1024)
+                cbor.expect_text(fields[1], "code", 64),
+                cbor.expect_text(fields[2], "message", 1024),
             )
         raise UnknownFrameType(f"unknown frame type {kind!r}")
     except cbor.CanonicalError as exc:

@@ -704,6 +704,7 @@ def envelopes_json(s: Scenario) -> dict[str, Any]:
         "log entries after a gap are held too": receive_steps(
             s, 1, ["A1", ["log", 3], ["log", 4], ["log", 2], ["log", 1]]
         ),
+        "a fork is detected while one half is held": receive_steps(s, 1, ["F1", "F2"]),
     }
     return {
         "about": "Envelopes made by real Replicas: [body, signature], Ed25519 over "
@@ -847,6 +848,27 @@ def _foreign_update() -> bytes:
     return doc.get_update(b"\x00")
 
 
+def _flat_violation(client: int, how: str) -> bytes:
+    """An update by ``client`` from clock 0 that breaks the flat schema of ``shared``."""
+    doc = Doc(client_id=client)
+    if how == "root":
+        doc.get("notes", type=Map)["x"] = "y"
+        return doc.get_update(b"\x00")
+    doc.get("messages", type=Map)["box"] = Map()
+    if how == "nested":
+        return doc.get_update(b"\x00")
+    state = doc.get_state()
+    doc.get("messages", type=Map)["box"]["x"] = "y"
+    item = doc.get_update(state)  # one item at clock 1 whose parent is the id (client, 0)
+    out = bytearray([1, 1])  # the same item, moved to clock 0 so the clocks continue
+    lib0.write_varuint(out, client)
+    prefix = bytes(out[:2]) + bytes(out[2:])
+    assert item.startswith(prefix)
+    rest = item[len(prefix) :]
+    assert rest[0] == 1  # its clock
+    return prefix + b"\x00" + rest[1:]
+
+
 def _skip_update(client: int) -> bytes:
     out = bytearray([1, 1])  # one group, one struct
     lib0.write_varuint(out, client)
@@ -909,6 +931,13 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     add("record", "unknown kind 2", signed_record(_cert_body(s, kind=2)), "MalformedRecord")
     add("record", "version 2", signed_record(_cert_body(s, version=2)), "MalformedRecord")
     add(
+        "record",
+        "version as CBOR float 1.0",
+        signed_record(_cert_body(s, version=1.0)),
+        "MalformedRecord",
+    )
+    add("record", "kind as CBOR false", signed_record(_cert_body(s, kind=False)), "MalformedRecord")
+    add(
         "record", "name of 65 bytes", signed_record(_cert_body(s, name="n" * 65)), "MalformedRecord"
     )
     add(
@@ -948,12 +977,28 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     )
 
     # log entries -------------------------------------------------------------------------------
+    stranger = issue_certificate(
+        root, s.mesh_id, s.key("stranger"), frozenset({READ}), T0, T0 + YEAR_MS, "stranger"
+    )
     add("log_entry", "bit-flipped signature", flip_signature_bit(s.entries[1].raw), "BadSignature")
     ebody = [1, s.mesh_id, 7, s.entries[-1].hash, T0 + 30_000, s.key("runtime"), 3, b""]
     add(
         "log_entry",
         "unknown action 3",
         signed_wire(s.ids["runtime"], LOG_DOMAIN, cbor.encode(ebody)),
+        "MalformedRecord",
+    )
+    head7 = [s.mesh_id, 7, s.entries[-1].hash, T0 + 30_000, s.key("runtime")]
+    add(
+        "log_entry",
+        "action as CBOR false",
+        signed_wire(s.ids["runtime"], LOG_DOMAIN, cbor.encode([1, *head7, False, stranger.raw])),
+        "MalformedRecord",
+    )
+    add(
+        "log_entry",
+        "version as CBOR true",
+        signed_wire(s.ids["runtime"], LOG_DOMAIN, cbor.encode([True, *head7, 0, stranger.raw])),
         "MalformedRecord",
     )
     phone_inc = INCARNATIONS["phone"]
@@ -1200,6 +1245,12 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     )
     add(
         "envelope",
+        "version as CBOR true",
+        env(_env_body(s, "laptop", "laptop", version=True)),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
         "context clients not ascending",
         env(_env_body(s, "laptop", "laptop", context=[[5, 1], [4, 1]])),
         "MalformedEnvelope",
@@ -1405,10 +1456,33 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         [],
     )
     recv("update truncated", _reseal(s, "A1", update=a1.update[:-3]), "MalformedEnvelope", [])
+    laptop_client = s.client("laptop")
+    recv(
+        "update writes a root outside the schema",
+        _reseal(s, "A1", update=_flat_violation(laptop_client, "root")),
+        "MalformedEnvelope",
+        [],
+    )
+    recv(
+        "update holds a nested type",
+        _reseal(s, "A1", update=_flat_violation(laptop_client, "nested")),
+        "MalformedEnvelope",
+        [],
+    )
+    recv(
+        "update names a parent by id",
+        _reseal(s, "A1", update=_flat_violation(laptop_client, "parent-id")),
+        "MalformedEnvelope",
+        [],
+    )
 
     # frames --------------------------------------------------------------------------------------
     add("frame", "unknown frame type 7", cbor.encode([7]), "UnknownFrameType")
-    add("frame", "frame type as text", cbor.encode(["hello"]), "UnknownFrameType")
+    add("frame", "frame type as text", cbor.encode(["hello"]), "MalformedFrame")
+    hello_true = cbor.encode([True, 1, s.mesh_id, 0, bytes(32), []])
+    add("frame", "frame type as CBOR true (a HELLO otherwise)", hello_true, "MalformedFrame")
+    hello_float = cbor.encode([1.0, 1, s.mesh_id, 0, bytes(32), []])
+    add("frame", "frame type as CBOR float 1.0", hello_float, "MalformedFrame")
     add("frame", "not an array", cbor.encode(1), "MalformedFrame")
     add("frame", "empty array", cbor.encode([]), "MalformedFrame")
     add("frame", "non-canonical integer", bytes([0x82, 0x18, 0x02, 0x80]), "MalformedFrame")
