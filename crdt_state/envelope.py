@@ -1,12 +1,14 @@
 """Signed envelopes: a batch of one author's local transactions on one document.
 
-Wire form: canonical CBOR ``[body, signature]``; ``body`` is the canonical CBOR
-array below and the signature is Ed25519 over ``ENVELOPE_DOMAIN + body`` by
-``author``. An envelope's hash (its id, and the next envelope's ``prev``) is
-SHA-256 of ``body``. See docs/PROTOCOL.md for the byte layout.
+Wire form: canonical CBOR ``[body, signature, update]``; ``body`` is the
+canonical CBOR array below, holding the SHA-256 of ``update``, and the signature
+is Ed25519 over ``ENVELOPE_DOMAIN + body`` by ``author``. An envelope's hash (its
+id, and the next envelope's ``prev``) is SHA-256 of ``body``. Keeping the update
+out of the signed body lets a fork proof carry two small bodies instead of two
+whole updates. See docs/PROTOCOL.md for the byte layout.
 
     body = [version, mesh_id, doc, author, incarnation, seq, hlc, mship,
-            context, prev, update]
+            context, prev, update_hash]
 """
 
 from __future__ import annotations
@@ -36,6 +38,32 @@ _CLIENT_ID_MASK = (1 << 53) - 1
 Context = tuple[tuple[int, int], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Header:
+    mesh_id: bytes
+    doc: str
+    author: bytes
+    incarnation: bytes
+    seq: int
+    hlc: int
+    mship: int
+    context: Context
+    prev: bytes
+    update_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHeader:
+    """What a fork proof shows of one envelope: its slot and hash, under the author's signature."""
+
+    mesh_id: bytes
+    doc: str
+    author: bytes
+    incarnation: bytes
+    seq: int
+    hash: bytes
+
+
 def client_id_of(author: bytes, incarnation: bytes) -> int:
     """The Yjs client id of one author incarnation (53 bits, as Yjs allows)."""
     digest = hashlib.sha256(_CLIENT_ID_DOMAIN + author + incarnation).digest()
@@ -58,6 +86,8 @@ class Envelope:
     update: bytes
     raw: bytes
     hash: bytes
+    body: bytes
+    signature: bytes
     client_id: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,10 +125,11 @@ def seal(
             mship,
             [list(pair) for pair in context],
             prev,
-            update,
+            hashlib.sha256(update).digest(),
         ]
     )
-    raw = cbor.encode([body, author.sign(ENVELOPE_DOMAIN + body)])
+    signature = author.sign(ENVELOPE_DOMAIN + body)
+    raw = cbor.encode([body, signature, update])
     return Envelope(
         mesh_id,
         doc,
@@ -112,6 +143,8 @@ def seal(
         update,
         raw,
         hashlib.sha256(body).digest(),
+        body,
+        signature,
     )
 
 
@@ -132,14 +165,8 @@ def _context(value: object) -> Context:
     return tuple(pairs)
 
 
-def decode_envelope(raw: bytes, *, check_signature: bool = True) -> Envelope:
-    """Decode an envelope, checking its encoding and (by default) its signature."""
-    if len(raw) > MAX_ENVELOPE_BYTES:
-        raise MalformedEnvelope(f"envelope of {len(raw)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+def _decode_body(body: bytes, signature: bytes, *, check_signature: bool) -> _Header:
     try:
-        outer = cbor.expect_list(cbor.decode(raw), 2, "envelope")
-        body = cbor.expect_bytes(outer[0], "envelope body")
-        signature = cbor.expect_bytes(outer[1], "envelope signature", SIGNATURE_BYTES)
         fields = cbor.expect_list(cbor.decode(body), 11, "envelope body")
         if cbor.expect_uint(fields[0], "version") != ENVELOPE_VERSION:
             raise cbor.CanonicalError(f"envelope version {fields[0]!r} unsupported")
@@ -154,7 +181,7 @@ def decode_envelope(raw: bytes, *, check_signature: bool = True) -> Envelope:
         mship = cbor.expect_uint(fields[7], "mship", MAX_CLOCK)
         context = _context(fields[8])
         prev = cbor.expect_bytes(fields[9], "prev", HASH_BYTES)
-        update = cbor.expect_bytes(fields[10], "update")
+        update_hash = cbor.expect_bytes(fields[10], "update hash", HASH_BYTES)
     except cbor.CanonicalError as exc:
         raise MalformedEnvelope(str(exc)) from exc
     if check_signature:
@@ -162,17 +189,73 @@ def decode_envelope(raw: bytes, *, check_signature: bool = True) -> Envelope:
             verify(author, ENVELOPE_DOMAIN + body, signature)
         except BadSignature as exc:
             raise BadEnvelopeSignature(f"{doc} seq {seq}: signature does not verify") from exc
+    return _Header(mesh_id, doc, author, incarnation, seq, hlc, mship, context, prev, update_hash)
+
+
+def decode_envelope(raw: bytes, *, check_signature: bool = True) -> Envelope:
+    """Decode an envelope, checking its encoding, update hash and (by default) signature."""
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise MalformedEnvelope(f"envelope of {len(raw)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+    try:
+        outer = cbor.expect_list(cbor.decode(raw), 3, "envelope")
+        body = cbor.expect_bytes(outer[0], "envelope body")
+        signature = cbor.expect_bytes(outer[1], "envelope signature", SIGNATURE_BYTES)
+        update = cbor.expect_bytes(outer[2], "update")
+    except cbor.CanonicalError as exc:
+        raise MalformedEnvelope(str(exc)) from exc
+    header = _decode_body(body, signature, check_signature=check_signature)
+    if hashlib.sha256(update).digest() != header.update_hash:
+        raise MalformedEnvelope(f"{header.doc} seq {header.seq}: update does not match its hash")
     return Envelope(
-        mesh_id,
-        doc,
-        author,
-        incarnation,
-        seq,
-        hlc,
-        mship,
-        context,
-        prev,
+        header.mesh_id,
+        header.doc,
+        header.author,
+        header.incarnation,
+        header.seq,
+        header.hlc,
+        header.mship,
+        header.context,
+        header.prev,
         update,
         raw,
         hashlib.sha256(body).digest(),
+        body,
+        signature,
     )
+
+
+def decode_signed_header(body: bytes, signature: bytes) -> SignedHeader:
+    """Decode and signature-check an envelope's body alone (as carried by a fork proof)."""
+    header = _decode_body(body, signature, check_signature=True)
+    return SignedHeader(
+        header.mesh_id,
+        header.doc,
+        header.author,
+        header.incarnation,
+        header.seq,
+        hashlib.sha256(body).digest(),
+    )
+
+
+def proof_of(env: Envelope) -> bytes:
+    """An envelope's signed body alone, ``[body, signature]``: one half of a fork proof."""
+    return cbor.encode([env.body, env.signature])
+
+
+def decode_proof(data: bytes) -> SignedHeader:
+    """Decode one half of a fork proof (``[body, signature]``), checking the signature."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise MalformedEnvelope("fork proof too large")
+    try:
+        outer = cbor.expect_list(cbor.decode(data), 2, "fork proof")
+        body = cbor.expect_bytes(outer[0], "fork proof body")
+        signature = cbor.expect_bytes(outer[1], "fork proof signature", SIGNATURE_BYTES)
+    except cbor.CanonicalError as exc:
+        raise MalformedEnvelope(str(exc)) from exc
+    return decode_signed_header(body, signature)
+
+
+def is_fork(a: SignedHeader, b: SignedHeader) -> bool:
+    """Two different signed envelopes for one (mesh, author, incarnation, doc, seq)."""
+    slot_a = (a.mesh_id, a.author, a.incarnation, a.doc, a.seq)
+    return slot_a == (b.mesh_id, b.author, b.incarnation, b.doc, b.seq) and a.hash != b.hash

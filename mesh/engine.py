@@ -16,7 +16,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from crdt_state.envelope import Envelope, decode_envelope
+from crdt_state.envelope import Envelope, decode_envelope, decode_proof, is_fork
 from crdt_state.errors import (
     EnvelopeRejected,
     ForkDetected,
@@ -156,9 +156,18 @@ class _Session:
 class Engine:
     """Sessions with many peers over one replica."""
 
-    def __init__(self, replica: Replica, identity: Identity, role: str) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        identity: Identity,
+        role: str,
+        *,
+        pinned_runtime: bytes | None = None,
+    ) -> None:
+        """``pinned_runtime``: on a device, the runtime key to trust before any membership."""
         if role not in (RUNTIME_ROLE, DEVICE_ROLE):
             raise ValueError(f"unknown role {role!r}")
+        self.pinned_runtime = pinned_runtime
         self.replica = replica
         self.identity = identity
         self.role = role
@@ -175,6 +184,10 @@ class Engine:
             return False
         if self.role == RUNTIME_ROLE:
             return peer != self.identity.public_key and membership.is_member(peer, now_ms)
+        if membership.length == 0:
+            return peer == self.pinned_runtime
+        if self.pinned_runtime is not None and membership.runtime_key != self.pinned_runtime:
+            return False
         return peer == membership.runtime_key and membership.is_member(peer)
 
     def is_revoked(self) -> bool:
@@ -276,11 +289,17 @@ class Engine:
 
     def _on_fork(self, existing: bytes, incoming: bytes, now_ms: int) -> None:
         try:
-            a, b = decode_envelope(existing), decode_envelope(incoming)
+            a, b = decode_proof(existing), decode_proof(incoming)
         except StateError as exc:
             raise ProtocolError(f"bad fork proof: {exc}") from exc
+        if not is_fork(a, b) or a.mesh_id != self.replica.mesh_id:
+            raise ProtocolError("fork proof does not show two envelopes for one slot")
         key = (a.author, a.incarnation)
         if key in self.replica.membership.quarantined:
+            return
+        if not self.replica.membership.is_member(a.author):
+            # Envelopes of strangers and revoked keys are refused anyway; logging their
+            # forks would let any peer grow the (permanent) membership log at will.
             return
         if self.role == RUNTIME_ROLE:
             cutoffs = self.replica.cutoffs(a.author, a.incarnation)
@@ -294,7 +313,7 @@ class Engine:
         else:
             for session in self.sessions.values():
                 if session.ready:
-                    self._send(session, frames.Fork(a.raw, b.raw))
+                    self._send(session, frames.Fork(existing, incoming))
 
     # --- frame handlers --------------------------------------------------------------------
 

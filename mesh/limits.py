@@ -28,6 +28,11 @@ MAX_UNACKED_BATCHES = 8
 ACK_TIMEOUT_MS = 30_000
 #: A session that has not received the peer's hello after this long is closed.
 HELLO_TIMEOUT_MS = 10_000
+#: A session is closed after this many refused envelopes: an honest peer sends none.
+MAX_REFUSALS_PER_SESSION = 64
+#: Longest error code and message in an ERROR frame (bytes of UTF-8).
+MAX_ERROR_CODE_BYTES = 64
+MAX_ERROR_MESSAGE_BYTES = 1024
 #: Most membership-log entries in one RECORDS frame.
 MAX_RECORDS_PER_FRAME = 256
 
@@ -40,8 +45,11 @@ MAX_ENVELOPE_UPDATE_BYTES = 256 * 1024
 MAX_BATCH_DELAY_MS = 10
 
 # --- envelopes -------------------------------------------------------------------
-#: Largest encoded envelope (body + signature) accepted.
-MAX_ENVELOPE_BYTES = MAX_ENVELOPE_UPDATE_BYTES + 64 * 1024
+#: Largest encoded envelope (body + signature) accepted: one envelope fits in one frame.
+MAX_ENVELOPE_BYTES = MAX_FRAME_BYTES - 64 * 1024
+#: Largest update one local transaction may produce. Past it, the transaction's
+#: batch is discarded and the write refused (an envelope cannot be split).
+MAX_TRANSACTION_UPDATE_BYTES = MAX_ENVELOPE_BYTES - MAX_ENVELOPE_UPDATE_BYTES - 64 * 1024
 #: Most (client, clock) pairs in an envelope's causal context.
 MAX_CONTEXT_ENTRIES = 16_384
 #: Longest document name.
@@ -73,7 +81,9 @@ MAX_NAME_BYTES = 64
 #: Default certificate lifetime.
 DEFAULT_CERT_TTL_MS = 365 * 24 * 3600 * 1000
 #: Most cutoff entries in one revocation or quarantine.
-MAX_CUTOFFS = 65_536
+MAX_CUTOFFS = 4_096
+#: Largest encoded membership-log entry (a revocation carries up to MAX_CUTOFFS cutoffs).
+MAX_LOG_ENTRY_BYTES = 1024 * 1024
 
 # --- time -----------------------------------------------------------------------------
 #: Remote HLC timestamps are clamped to at most this far ahead of the local clock.

@@ -1,0 +1,1 @@
+"""Runtime and device nodes: the engine driven by trio, libp2p and SQLite; the CLI."""

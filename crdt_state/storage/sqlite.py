@@ -8,6 +8,7 @@ raised as ``CorruptStore`` naming the file.
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +26,14 @@ CREATE TABLE IF NOT EXISTS envelopes (
     hash BLOB NOT NULL,
     clock_end INTEGER NOT NULL,
     raw BLOB NOT NULL,
+    crc INTEGER NOT NULL,
     UNIQUE (doc, client, seq)
 );
-CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, raw BLOB NOT NULL, crc INTEGER NOT NULL
+);
 """
-_ROW = "SELECT lid, doc, client, seq, hash, clock_end, raw FROM envelopes"
+_ROW = "SELECT lid, doc, client, seq, hash, clock_end, raw, crc FROM envelopes"
 
 
 class SqliteStore:
@@ -97,9 +101,9 @@ class SqliteStore:
         self._begin()
         try:
             cursor = self._db.execute(
-                "INSERT INTO envelopes (doc, client, seq, hash, clock_end, raw)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (doc, client, seq, hash_, clock_end, raw),
+                "INSERT INTO envelopes (doc, client, seq, hash, clock_end, raw, crc)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (doc, client, seq, hash_, clock_end, raw, zlib.crc32(raw)),
             )
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
@@ -107,9 +111,11 @@ class SqliteStore:
         assert lid is not None
         return lid
 
-    @staticmethod
-    def _row(row: tuple[int, str, int, int, bytes, int, bytes]) -> EnvelopeRow:
-        return EnvelopeRow(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], bytes(row[6]))
+    def _row(self, row: tuple[int, str, int, int, bytes, int, bytes, int]) -> EnvelopeRow:
+        raw = bytes(row[6])
+        if zlib.crc32(raw) != row[7]:
+            raise CorruptStore(f"{self.path}: envelope row {row[0]} is corrupt (checksum)")
+        return EnvelopeRow(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], raw)
 
     def get_envelope(self, doc: str, client: int, seq: int) -> EnvelopeRow | None:
         try:
@@ -153,17 +159,21 @@ class SqliteStore:
         self._begin()
         try:
             self._db.execute(
-                "INSERT OR IGNORE INTO log (idx, hash, raw) VALUES (?, ?, ?)", (index, hash_, raw)
+                "INSERT OR IGNORE INTO log (idx, hash, raw, crc) VALUES (?, ?, ?, ?)",
+                (index, hash_, raw, zlib.crc32(raw)),
             )
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
     def log_entries(self) -> list[bytes]:
         try:
-            rows = self._db.execute("SELECT raw FROM log ORDER BY idx").fetchall()
+            rows = self._db.execute("SELECT idx, raw, crc FROM log ORDER BY idx").fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
-        return [bytes(row[0]) for row in rows]
+        for index, raw, crc in rows:
+            if zlib.crc32(raw) != crc:
+                raise CorruptStore(f"{self.path}: membership-log row {index} is corrupt (checksum)")
+        return [bytes(row[1]) for row in rows]
 
     def commit(self) -> None:
         if self._in_txn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from crdt_state.envelope import decode_envelope
+from crdt_state.envelope import decode_proof, is_fork
 from crdt_state.errors import StateError
 from mesh.errors import (
     BadSignature,
@@ -242,6 +242,11 @@ class Membership:
         existing = self.members.get(cert.subject)
         if existing is not None and existing.revoked_at is not None:
             raise NotAuthorized("a revoked key can never be certified again")
+        if existing is not None and not cert.caps >= existing.cert.caps:
+            # Envelopes name the log position whose capabilities they claim; if a
+            # certificate could shrink capabilities, an author could claim an older
+            # position. Capabilities only grow; to reduce them, revoke and re-pair.
+            raise NotAuthorized("a certificate may only keep or add capabilities")
         if cert.issued_by_root():
             return
         if existing is not None and (ADMIN in existing.caps or RUNTIME in existing.caps):
@@ -278,14 +283,12 @@ class Membership:
         self, author: bytes, incarnation: bytes, raw_a: bytes, raw_b: bytes
     ) -> None:
         try:
-            a, b = decode_envelope(raw_a), decode_envelope(raw_b)
+            a, b = decode_proof(raw_a), decode_proof(raw_b)
         except StateError as exc:
             raise MalformedRecord(f"fork proof envelope invalid: {exc}") from exc
         if a.mesh_id != self.mesh_id or b.mesh_id != self.mesh_id:
             raise WrongMesh("fork proof envelopes belong to another mesh")
-        slot_a = (a.author, a.incarnation, a.doc, a.seq)
-        same_slot = slot_a == (b.author, b.incarnation, b.doc, b.seq)
-        if not same_slot or a.hash == b.hash or (a.author, a.incarnation) != (author, incarnation):
+        if not is_fork(a, b) or (a.author, a.incarnation) != (author, incarnation):
             raise MalformedRecord("fork proof does not show two envelopes for one slot")
 
     def _set_limits(self, subject: bytes, cutoffs: tuple[Cutoff, ...]) -> None:

@@ -64,7 +64,10 @@ def fingerprint(replica: Replica) -> tuple[object, ...]:
     )
 
 
-def refuse(replica: Replica, env: Envelope | bytes, error: type[Exception]) -> Exception:
+Errors = type[Exception] | tuple[type[Exception], ...]
+
+
+def refuse(replica: Replica, env: Envelope | bytes, error: Errors) -> Exception:
     """``env`` (or its wire form) is refused with ``error`` and changes nothing."""
     before = fingerprint(replica)
     with pytest.raises(error) as caught:

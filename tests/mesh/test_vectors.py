@@ -34,6 +34,7 @@ from mesh.membership.log import LOG_DOMAIN, decode_entry
 from mesh.membership.records import RECORD_DOMAIN, Certificate, Revocation, decode_record
 from mesh.membership.state import Membership
 from mesh.sync import frames
+from mesh.transport.framing import FrameDecoder, encode_frame
 from tests.vectors import generate
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -396,6 +397,12 @@ def test_frames() -> None:
         raw = unhex(item["hex"])
         value = from_json(item["value"])
         assert cbor.encode(value) == raw
+        framed = unhex(item["framed"])
+        assert encode_frame(raw) == framed
+        assert FrameDecoder().feed(framed) == [raw]
+        decoder = FrameDecoder()  # byte by byte
+        assert [f for b in framed for f in decoder.feed(bytes([b]))] == [raw]
+        assert decoder.at_boundary()
         assert value[0] == types[item["type"]]
         frame = frames.decode(raw)
         assert isinstance(frame, classes[item["type"]])
@@ -444,6 +451,8 @@ def _refuse(case: dict[str, Any]) -> None:
         decode_envelope(data)
     elif kind == "frame":
         frames.decode(data)
+    elif kind == "framing":
+        FrameDecoder().feed(data)
     elif kind == "membership":
         folded = Membership(mesh_id())
         for raw in log_entries(case["log_prefix"]):

@@ -12,9 +12,10 @@ objects, so the files only change when the protocol (or pycrdt's encoder) does.
 ``tests/mesh/test_vectors.py`` regenerates everything in memory and compares it
 with the committed files byte for byte.
 
-JSON conventions: byte strings are lowercase hex in fields ending in ``_hex`` (or
-named ``*_key``/``hash``/...; see each file's ``conventions``). In ``frames.json``,
-a CBOR value is written as JSON with every byte string as ``{"bytes": "<hex>"}``.
+JSON conventions: every byte string (keys, hashes, bodies, wire forms, ...) is
+lowercase hex; integers are JSON numbers; each file states its ``conventions``. In
+``frames.json`` a CBOR value is written as JSON with every byte string as
+``{"bytes": "<hex>"}``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from crdt_state.storage.memory import MemoryStore
 from crdt_state.yupdate import decode_update
 from mesh import cbor
 from mesh.identity import _MESH_ID_DOMAIN, Identity, mesh_id_of
+from mesh.limits import MAX_FRAME_BYTES
 from mesh.membership.log import (
     ACTION_ADMIT,
     ACTION_QUARANTINE,
@@ -66,6 +68,7 @@ from mesh.membership.records import (
 )
 from mesh.membership.state import Membership
 from mesh.sync import frames
+from mesh.transport.framing import encode_frame
 
 HERE = Path(__file__).resolve().parent
 FILES = ("identity", "records", "log", "envelopes", "frames", "invalid")
@@ -750,10 +753,18 @@ def frames_json(s: Scenario) -> dict[str, Any]:
     out = []
     for name, frame in samples:
         data = frames.encode(frame)
-        out.append({"type": name, "value": cbor_json(cbor.decode(data)), "hex": hx(data)})
+        out.append(
+            {
+                "type": name,
+                "value": cbor_json(cbor.decode(data)),
+                "hex": hx(data),
+                "framed": hx(encode_frame(data)),
+            }
+        )
     return {
         "about": "One frame of each type: canonical CBOR arrays whose first item is the type.",
-        "conventions": 'value is the CBOR value as JSON with byte strings as {"bytes": hex}',
+        "conventions": 'value is the CBOR value as JSON with byte strings as {"bytes": hex}; '
+        "framed = unsigned LEB128 length prefix + frame, as sent on a stream",
         "protocol_version": frames.PROTOCOL_VERSION,
         "frames": out,
     }
@@ -1193,6 +1204,36 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         ),
         "MalformedRecord",
     )
+    foreign_a = _reseal(s, "F1", mesh_id=other_mesh)
+    foreign_b = _reseal(s, "F2", mesh_id=other_mesh)
+    member(
+        "quarantine whose fork proof belongs to another mesh",
+        _entry(
+            s,
+            action=ACTION_QUARANTINE,
+            quarantine=(f1.author, f1.incarnation, foreign_a, foreign_b),
+        ),
+        "WrongMesh",
+    )
+    admin_again = issue_certificate(
+        s.ids["admin"], s.mesh_id, s.key("admin"), frozenset({ADMIN, READ}), T0, T0 + YEAR_MS
+    )
+    member(
+        "an admin re-certifies an admin",
+        _entry(s, record=admin_again.raw),
+        "NotAuthorized",
+    )
+    late = T0 + 3000 + YEAR_MS  # the admin's certificate expires at this time
+    member(
+        "revocation by an admin whose certificate has expired",
+        _entry(
+            s,
+            committed_ms=late,
+            action=ACTION_REVOKE,
+            record=issue_revocation(s.ids["admin"], s.mesh_id, s.key("tablet"), late).raw,
+        ),
+        "Expired",
+    )
     # genesis (log_prefix 0)
     rt = s.ids["runtime"]
 
@@ -1478,11 +1519,11 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
 
     # frames --------------------------------------------------------------------------------------
     add("frame", "unknown frame type 7", cbor.encode([7]), "UnknownFrameType")
-    add("frame", "frame type as text", cbor.encode(["hello"]), "MalformedFrame")
+    add("frame", "frame type as text", cbor.encode(["hello"]), "UnknownFrameType")
     hello_true = cbor.encode([True, 1, s.mesh_id, 0, bytes(32), []])
-    add("frame", "frame type as CBOR true (a HELLO otherwise)", hello_true, "MalformedFrame")
+    add("frame", "frame type as CBOR true (a HELLO otherwise)", hello_true, "UnknownFrameType")
     hello_float = cbor.encode([1.0, 1, s.mesh_id, 0, bytes(32), []])
-    add("frame", "frame type as CBOR float 1.0", hello_float, "MalformedFrame")
+    add("frame", "frame type as CBOR float 1.0", hello_float, "UnknownFrameType")
     add("frame", "not an array", cbor.encode(1), "MalformedFrame")
     add("frame", "empty array", cbor.encode([]), "MalformedFrame")
     add("frame", "non-canonical integer", bytes([0x82, 0x18, 0x02, 0x80]), "MalformedFrame")
@@ -1552,6 +1593,18 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     )
     add("frame", "fork with 2 fields", cbor.encode([5, b""]), "MalformedFrame")
 
+    # stream framing: feed these bytes to a fresh frame decoder ---------------------------------
+    add("framing", "length prefix 0 (empty frame)", b"\x00", "MalformedFrame")
+    add("framing", "length prefix not minimal (0x81 0x00)", b"\x81\x00" + b"\x01", "MalformedFrame")
+    add("framing", "length prefix of 5 bytes", b"\x80\x80\x80\x80\x01", "FrameTooLarge")
+    too_long = MAX_FRAME_BYTES + 1
+    prefix = bytearray()
+    while too_long > 0x7F:
+        prefix.append((too_long & 0x7F) | 0x80)
+        too_long >>= 7
+    prefix.append(too_long)
+    add("framing", "length MAX_FRAME_BYTES + 1 (prefix only)", bytes(prefix), "FrameTooLarge")
+
     return {
         "about": "Inputs that must be refused, each with the library's error class.",
         "conventions": "see docs/PROTOCOL.md section 10 for how each kind is checked",
@@ -1564,6 +1617,7 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
             "receive": "fold the first log_prefix entries of log.json, receive the envelopes "
             "named in accepted (envelopes.json) in order, then receive this envelope",
             "frame": "decode a sync frame",
+            "framing": "feed the bytes to a fresh stream frame decoder",
         },
         "cases": cases,
     }

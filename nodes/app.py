@@ -1,0 +1,71 @@
+"""What users write: messages and tasks in ``shared`` (values are immutable dicts).
+
+Each function takes a ``transact`` callable (a node's local-transaction
+factory) so that a running node and a direct store open share one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from crdt_state.schema import SHARED
+from nodes.errors import NodeError
+
+Transact = Callable[[str], AbstractContextManager[Doc[Any]]]
+MAX_TEXT_BYTES = 16 * 1024
+
+
+def new_id(now_ms: int) -> str:
+    """A sortable, unique id: milliseconds then 64 random bits."""
+    return f"{now_ms:013d}-{os.urandom(8).hex()}"
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise NodeError("text is empty")
+    if len(text.encode()) > MAX_TEXT_BYTES:
+        raise NodeError(f"text longer than {MAX_TEXT_BYTES} bytes")
+
+
+def send_message(transact: Transact, author: str, text: str, now_ms: int) -> str:
+    """Add a user message to ``shared/messages``; returns its id."""
+    _check_text(text)
+    message_id = new_id(now_ms)
+    with transact(SHARED) as ydoc:
+        ydoc.get("messages", type=Map)[message_id] = {
+            "id": message_id,
+            "text": text,
+            "author": author,
+            "ts": now_ms,
+        }
+    return message_id
+
+
+def add_task(transact: Transact, author: str, text: str, now_ms: int) -> str:
+    """Request a task in ``shared/tasks``; returns its id."""
+    _check_text(text)
+    task_id = new_id(now_ms)
+    with transact(SHARED) as ydoc:
+        ydoc.get("tasks", type=Map)[task_id] = {
+            "id": task_id,
+            "text": text,
+            "author": author,
+            "ts": now_ms,
+            "cancel": False,
+        }
+    return task_id
+
+
+def cancel_task(transact: Transact, author: str, task_id: str, now_ms: int) -> None:
+    """Ask for a task to be cancelled (a new immutable value with ``cancel`` set)."""
+    with transact(SHARED) as ydoc:
+        tasks = ydoc.get("tasks", type=Map)
+        current = tasks.get(task_id)
+        if not isinstance(current, dict):
+            raise NodeError(f"no task {task_id!r}")
+        tasks[task_id] = {**current, "cancel": True, "cancelled_by": author, "cancel_ts": now_ms}

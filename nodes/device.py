@@ -1,0 +1,156 @@
+"""The device node: a full local replica that dials the runtime and works offline.
+
+It reconnects with exponential backoff and full jitter. Before a device has
+joined a mesh, it trusts only the runtime PeerId pinned in the address it was
+given, learns the mesh id from that runtime's hello, and refuses any log whose
+runtime is another key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from mesh.engine import DEVICE_ROLE, Engine
+from mesh.errors import ProtocolError
+from mesh.identity import Identity, public_key_of_peer_id
+from mesh.sync import frames
+from mesh.transport.base import TransportError
+from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
+from nodes import service
+from nodes.control import serve_control
+from nodes.datadir import DataDir
+from nodes.driver import EngineDriver
+from nodes.errors import DataDirError
+from nodes.setup import MESH_KEY, RUNTIME_ADDR_KEY, OpenNode, open_node
+
+if TYPE_CHECKING:  # trio-typing (a libp2p dependency) ships older stubs for trio
+    from trio_typing import TaskStatus
+else:
+    from trio import TaskStatus
+
+log = logging.getLogger("agentmesh.device")
+
+#: Reconnect backoff: first delay, cap (seconds), with full jitter.
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 30.0
+#: Longest wait for the runtime's hello when bootstrapping.
+BOOTSTRAP_TIMEOUT_S = 15.0
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** min(attempt, 30))))
+
+
+@dataclass(frozen=True)
+class DeviceReady:
+    peer_id: str
+    runtime: str
+
+
+def runtime_address(datadir: DataDir, given: str | None) -> str:
+    """The runtime multiaddr: ``given`` (remembered for next time) or the remembered one."""
+    from crdt_state.storage.sqlite import SqliteStore
+
+    store = SqliteStore(datadir.store)
+    try:
+        if given:
+            info_from_p2p_addr(multiaddr.Multiaddr(given))  # must carry /p2p/<id>
+            store.set_meta(RUNTIME_ADDR_KEY, given.encode())
+            store.commit()
+            return given
+        remembered = store.get_meta(RUNTIME_ADDR_KEY)
+        if remembered is None:
+            raise DataDirError("no runtime address known: pass --runtime MULTIADDR")
+        return remembered.decode()
+    finally:
+        store.close()
+
+
+async def run_device(
+    datadir: DataDir,
+    runtime_addr: str | None,
+    *,
+    task_status: TaskStatus[DeviceReady] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the device node until cancelled. The caller holds the data dir lock."""
+    datadir.require()
+    address = runtime_address(datadir, runtime_addr)
+    info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+    runtime_key = public_key_of_peer_id(str(info.peer_id))
+    identity = Identity.load(datadir.identity_key)
+    rng = random.Random()
+    host = build_host(identity)
+    state: dict[str, object] = {}
+    node_box: list[OpenNode] = []
+    driver_box: list[EngineDriver] = []
+
+    def start_node(nursery: trio.Nursery, mesh_id: bytes | None) -> EngineDriver:
+        node = open_node(datadir, mesh_id=mesh_id)
+        engine = Engine(node.replica, node.identity, DEVICE_ROLE, pinned_runtime=runtime_key)
+        driver = EngineDriver(engine)
+        node_box.append(node)
+        driver_box.append(driver)
+        nursery.start_soon(driver.run)
+        nursery.start_soon(
+            serve_control, datadir.control_socket, lambda r: service.handle(driver, r)
+        )
+        return driver
+
+    from crdt_state.storage.sqlite import SqliteStore
+
+    probe = SqliteStore(datadir.store)
+    known_mesh = probe.get_meta(MESH_KEY)
+    probe.close()
+
+    try:
+        async with host.run(listen_addrs=[]), trio.open_nursery() as nursery:
+            if known_mesh is not None:
+                start_node(nursery, None)
+            task_status.started(DeviceReady(identity.peer_id, address))
+            attempt = 0
+            while True:
+                driver = driver_box[0] if driver_box else None
+                if driver is not None and driver.engine.is_revoked():
+                    log.error("this device has been revoked; it stops syncing")
+                    state["revoked"] = True
+                    await trio.sleep_forever()
+                try:
+                    with trio.fail_after(BOOTSTRAP_TIMEOUT_S):
+                        await host.connect(info)
+                        stream = await host.new_stream(info.peer_id, [SYNC_PROTOCOL])
+                    frames_stream = Libp2pFrameStream(stream)
+                    if frames_stream.peer != runtime_key:
+                        raise TransportError("a different key answered at the runtime's address")
+                    initial: list[bytes] = []
+                    if driver is None:
+                        with trio.fail_after(BOOTSTRAP_TIMEOUT_S):
+                            first = await frames_stream.receive()
+                        hello = frames.decode(first)
+                        if not isinstance(hello, frames.Hello):
+                            raise ProtocolError("runtime did not start with a hello")
+                        driver = start_node(nursery, hello.mesh_id)
+                        initial.append(first)
+                    log.info("connected to runtime %s", info.peer_id)
+                    attempt = 0
+                    await driver.run_session(frames_stream, initial=initial)
+                    log.info("session with runtime ended")
+                except (TransportError, ProtocolError, trio.TooSlowError, OSError) as exc:
+                    log.info("cannot sync with runtime: %s", exc)
+                except Exception as exc:  # py-libp2p raises many kinds when dialing fails
+                    log.info("cannot reach runtime: %s: %s", type(exc).__name__, exc)
+                delay = backoff_delay(attempt, rng)
+                attempt += 1
+                await trio.sleep(delay)
+    finally:
+        with trio.CancelScope(shield=True):
+            await host.close()
+            for node in node_box:
+                node.close()

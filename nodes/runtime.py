@@ -1,0 +1,149 @@
+"""The runtime node: listens on libp2p, admits only members, keeps computing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import multiaddr
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+
+from mesh.engine import RUNTIME_ROLE, Close, Engine, Output
+from mesh.identity import public_key_of_peer_id
+from mesh.transport.libp2p import (
+    SYNC_PROTOCOL,
+    Libp2pFrameStream,
+    build_host,
+    full_addresses,
+)
+from nodes import service
+from nodes.control import serve_control
+from nodes.datadir import DataDir
+from nodes.driver import EngineDriver
+from nodes.setup import open_node
+
+if TYPE_CHECKING:  # trio-typing (a libp2p dependency) ships older stubs for trio
+    from trio_typing import TaskStatus
+else:
+    from trio import TaskStatus
+
+log = logging.getLogger("agentmesh.runtime")
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+
+
+@dataclass(frozen=True)
+class RuntimeReady:
+    """What a started runtime tells its caller."""
+
+    peer_id: str
+    addresses: list[str]
+    mesh_id: str
+
+
+class MembershipGate(INotifee):
+    """Closes every connection from a peer that is not a current member, before any stream."""
+
+    def __init__(self, driver: EngineDriver) -> None:
+        self.driver = driver
+        self.refused = 0
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            key = public_key_of_peer_id(str(conn.muxed_conn.peer_id))
+            allowed = self.driver.engine.admissible(key, self.driver.clock())
+        except ValueError:
+            allowed = False
+        if not allowed:
+            self.refused += 1
+            log.info("refusing connection from non-member %s", conn.muxed_conn.peer_id)
+            await conn.close()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+async def serve_runtime(
+    datadir: DataDir,
+    listen: Sequence[str] = (DEFAULT_LISTEN,),
+    *,
+    task_status: TaskStatus[RuntimeReady] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the runtime in the foreground until cancelled. The caller holds the lock."""
+    node = open_node(datadir)
+    engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
+    driver = EngineDriver(engine)
+    host = build_host(node.identity)
+    gate = MembershipGate(driver)
+    host.get_network().register_notifee(gate)
+
+    async def on_stream(stream: INetStream) -> None:
+        try:
+            frames = Libp2pFrameStream(stream)
+        except ValueError:
+            await stream.reset()
+            return
+        await driver.run_session(frames)
+
+    host.set_stream_handler(SYNC_PROTOCOL, on_stream)
+    network = host.get_network()
+
+    async def drop_connections(peers: list[bytes]) -> None:
+        for peer in peers:
+            for conn in list(network.get_connections()):
+                if public_key_of_peer_id(str(conn.muxed_conn.peer_id)) == peer:
+                    await conn.close()
+
+    pending_drops: list[bytes] = []
+    drop_wake = trio.Event()
+
+    def on_output(output: Output) -> None:
+        nonlocal drop_wake
+        if isinstance(output, Close) and output.code == "not-a-member":
+            pending_drops.append(output.peer)
+            drop_wake.set()
+
+    driver.listeners.append(on_output)
+
+    async def dropper() -> None:
+        nonlocal drop_wake
+        while True:
+            await drop_wake.wait()
+            drop_wake = trio.Event()
+            peers, pending_drops[:] = list(pending_drops), []
+            await drop_connections(peers)
+
+    try:
+        async with host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in listen]):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(driver.run)
+                nursery.start_soon(dropper)
+                nursery.start_soon(
+                    serve_control,
+                    datadir.control_socket,
+                    lambda request: service.handle(driver, request),
+                )
+                task_status.started(
+                    RuntimeReady(
+                        node.identity.peer_id, full_addresses(host), node.replica.mesh_id.hex()
+                    )
+                )
+                await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await host.close()
+            node.close()

@@ -1,0 +1,67 @@
+"""What a running node answers on its control socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crdt_state.schema import SHARED
+from nodes import app
+from nodes.driver import EngineDriver
+from nodes.errors import NodeError
+
+
+def status(driver: EngineDriver) -> dict[str, Any]:
+    """This node's sync status, from version vectors (never a false "synced")."""
+    engine = driver.engine
+    replica = engine.replica
+    peers = []
+    for peer in driver.sessions():
+        st = engine.status(peer)
+        peers.append(
+            {
+                "peer": peer.hex(),
+                "ready": st.ready,
+                "we_lack": st.we_lack,
+                "they_lack": st.they_lack,
+                "unacked_batches": st.unacked_batches,
+                "synced": st.synced,
+            }
+        )
+    unsealed = replica.next_seal_ms() is not None
+    return {
+        "ok": True,
+        "id": engine.identity.peer_id,
+        "mesh": replica.mesh_id.hex(),
+        "role": engine.role,
+        "peers": peers,
+        "envelopes": replica.store.envelope_count(),
+        "held": len(replica.held),
+        "unsealed_writes": unsealed,
+        "synced": bool(peers) and all(p["synced"] for p in peers) and not unsealed,
+        "revoked": engine.is_revoked(),
+    }
+
+
+def handle(driver: EngineDriver, request: dict[str, Any]) -> dict[str, Any]:
+    """Answer one control request."""
+    op = request.get("op")
+    me = driver.engine.identity.peer_id
+    now = driver.clock()
+    if op == "status":
+        return status(driver)
+    if op in ("send", "task-add", "task-cancel"):
+        if driver.engine.is_revoked():
+            raise NodeError("this device has been revoked; it no longer writes")
+        text = request.get("text") or request.get("id")
+        if not isinstance(text, str):
+            raise NodeError("missing text")
+        if op == "send":
+            result = app.send_message(driver.transact, me, text, now)
+        elif op == "task-add":
+            result = app.add_task(driver.transact, me, text, now)
+        else:
+            app.cancel_task(driver.transact, me, text, now)
+            result = text
+        driver.kick()
+        return {"ok": True, "id": result, "doc": SHARED}
+    raise NodeError(f"unknown operation {op!r}")
