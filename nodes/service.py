@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from crdt_state.schema import SHARED
+from mesh.errors import MembershipError
+from mesh.membership.records import Certificate, Revocation, decode_record
 from nodes import app
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
@@ -64,4 +66,20 @@ def handle(driver: EngineDriver, request: dict[str, Any]) -> dict[str, Any]:
             result = text
         driver.kick()
         return {"ok": True, "id": result, "doc": SHARED}
+    if op in ("admit", "revoke"):
+        record_hex = request.get("record")
+        if not isinstance(record_hex, str):
+            raise NodeError("missing record")
+        try:
+            record = decode_record(bytes.fromhex(record_hex))
+            if op == "admit" and isinstance(record, Certificate):
+                entry = driver.engine.admit(record, now)
+            elif op == "revoke" and isinstance(record, Revocation):
+                entry = driver.engine.revoke(record, now)
+            else:
+                raise NodeError(f"{op}: wrong kind of record")
+        except (MembershipError, ValueError) as exc:
+            raise NodeError(f"{op} refused: {exc}") from exc
+        driver.kick()
+        return {"ok": True, "index": entry.index}
     raise NodeError(f"unknown operation {op!r}")

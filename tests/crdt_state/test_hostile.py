@@ -729,12 +729,24 @@ def _signed(world: World, body: bytes) -> bytes:
     return world.evil.identity.sign(ENVELOPE_DOMAIN + body)
 
 
+def _wire(env: Envelope, body: bytes, signature: bytes) -> list[bytes]:
+    """The items of ``env``'s outer array, with its body and signature replaced."""
+    items = cbor.decode(env.raw)
+    assert isinstance(items, list)
+    return [body if x == env.body else signature if x == env.signature else x for x in items]
+
+
+def _long(item: bytes) -> bytes:
+    """A byte string with a 4-byte length header: never canonical below 64 KiB."""
+    return b"\x5a" + len(item).to_bytes(4, "big") + item
+
+
 def test_non_canonical_cbor_signed_by_the_author_is_refused(world: World) -> None:
     writer = Writer(world.evil.identity, world.mesh)
     env = writer.write(SHARED, "k", "v")
-    fields = cbor.decode(cbor.decode(env.raw)[0])
+    fields = cbor.decode(env.body)
     canonical = cbor.encode(fields)
-    assert canonical[:2] == b"\x8b\x01"  # array(11), version 1
+    assert canonical == env.body and canonical[:2] == b"\x8b\x01"  # array(11), version 1
     seq_at = 1 + sum(len(cbor.encode(value)) for value in fields[:5])
     assert canonical[seq_at] == 0x01  # seq 1
     variants = {
@@ -746,24 +758,26 @@ def test_non_canonical_cbor_signed_by_the_author_is_refused(world: World) -> Non
         "trailing byte": canonical + b"\x00",
     }
     for name, variant in variants.items():
-        raw = cbor.encode([variant, _signed(world, variant)])
+        raw = cbor.encode(_wire(env, variant, _signed(world, variant)))
         for replica in world.receivers():
             assert refuse(replica, raw, MalformedEnvelope), name
-    # A canonical, validly signed body inside a non-canonical outer array.
-    signature = _signed(world, canonical)
-    long_body = b"\x5a" + len(canonical).to_bytes(4, "big") + canonical
-    short_body = cbor.encode(canonical)
-    for raw in (
-        b"\x82" + long_body + b"\x58\x40" + signature,
-        b"\x9f" + short_body + b"\x58\x40" + signature + b"\xff",
-        b"\x82" + short_body + b"\x59\x00\x40" + signature,
-        b"\x82" + short_body + b"\x5f\x58\x40" + signature + b"\xff",
-        cbor.encode([canonical, signature]) + b"\x00",
-    ):
+    # Canonical, validly signed items inside a non-canonical outer array.
+    items = _wire(env, canonical, _signed(world, canonical))
+    encoded = [cbor.encode(item) for item in items]
+    head = cbor.encode(items)[:1]  # array(n)
+    outers = [b"\x9f" + b"".join(encoded) + b"\xff", cbor.encode(items) + b"\x00"]
+    for index, item in enumerate(items):
+        longer = [*encoded]
+        longer[index] = _long(item)
+        outers.append(head + b"".join(longer))
+        chunked = [*encoded]
+        chunked[index] = b"\x5f" + cbor.encode(item) + b"\xff"  # indefinite-length bytes
+        outers.append(head + b"".join(chunked))
+    for raw in outers:
         for replica in world.receivers():
             refuse(replica, raw, MalformedEnvelope)
     # Control: the canonical form, re-signed, is accepted.
-    accept(world.runtime, decode_envelope(cbor.encode([canonical, signature])))
+    accept(world.runtime, decode_envelope(cbor.encode(items)))
 
 
 # --- values no reader can read -------------------------------------------------------------------

@@ -18,7 +18,17 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Map
 
 from crdt_state import lib0
-from crdt_state.envelope import GENESIS_PREV, Context, Envelope, client_id_of, decode_envelope, seal
+from crdt_state.envelope import (
+    GENESIS_PREV,
+    Context,
+    Envelope,
+    client_id_of,
+    decode_envelope,
+    decode_proof,
+    is_fork,
+    proof_of,
+    seal,
+)
 from crdt_state.errors import (
     BadEnvelopeSignature,
     ClockDiscontinuity,
@@ -347,9 +357,10 @@ def test_a_second_envelope_for_one_slot_is_a_fork_carrying_both_wire_forms(world
         accept(replica, env_a)
         fork = refuse(replica, env_b, ForkDetected)
         assert isinstance(fork, ForkDetected)
-        assert (fork.existing, fork.incoming) == (env_a.raw, env_b.raw)
-        # The proof is two validly signed envelopes of one (author, incarnation, doc, seq).
-        a, b = decode_envelope(fork.existing), decode_envelope(fork.incoming)
+        assert (fork.existing, fork.incoming) == (proof_of(env_a), proof_of(env_b))
+        # The proof: two validly signed bodies of one (mesh, author, incarnation, doc, seq).
+        a, b = decode_proof(fork.existing), decode_proof(fork.incoming)
+        assert is_fork(a, b)
         assert (a.author, a.incarnation, a.doc, a.seq) == (b.author, b.incarnation, b.doc, b.seq)
         accept(replica, env_a, Outcome.DUPLICATE)
 
@@ -363,7 +374,7 @@ def test_a_fork_below_the_chain_head_is_detected(world: World) -> None:
     other = writer.craft(SHARED, b"\x00\x00", seq=2, prev=envs[0].hash, context=envs[1].context)
     fork = refuse(replica, other, ForkDetected)
     assert isinstance(fork, ForkDetected)
-    assert (fork.existing, fork.incoming) == (envs[1].raw, other.raw)
+    assert (fork.existing, fork.incoming) == (proof_of(envs[1]), proof_of(other))
 
 
 def _put(key: str, value: object, root: str = "messages") -> Callable[[Doc], None]:
@@ -494,7 +505,7 @@ def test_a_different_envelope_for_a_held_slot_is_a_fork(world: World) -> None:
     accept(replica, held, Outcome.HELD)
     fork = refuse(replica, other, ForkDetected)
     assert isinstance(fork, ForkDetected)
-    assert (fork.existing, fork.incoming) == (held.raw, other.raw)
+    assert (fork.existing, fork.incoming) == (proof_of(held), proof_of(other))
 
 
 def test_an_envelope_for_a_held_slot_waiting_on_context_is_a_fork(world: World) -> None:
@@ -508,7 +519,7 @@ def test_an_envelope_for_a_held_slot_waiting_on_context_is_a_fork(world: World) 
     accept(device, waiting, Outcome.HELD)
     fork = refuse(device, ready, ForkDetected)
     assert isinstance(fork, ForkDetected)
-    assert {fork.existing, fork.incoming} == {waiting.raw, ready.raw}
+    assert {fork.existing, fork.incoming} == {proof_of(waiting), proof_of(ready)}
     accept(device, phone_env)
     assert device.vector(SHARED).get(writer.client) == 1  # the held one, never both
 

@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Map
 
-from crdt_state.envelope import Envelope, decode_envelope
+from crdt_state.envelope import Envelope, decode_envelope, proof_of
 from crdt_state.errors import CutOff, ForkDetected
 from crdt_state.replica import Outcome
 from crdt_state.schema import SHARED, device_doc
 from mesh import cbor
 from mesh.engine import Close, Engine, Output, Quarantined, Refused, Send
+from mesh.identity import mesh_id_of
 from mesh.limits import MAX_FRAME_BYTES
 from mesh.membership.log import ACTION_ADMIT, ACTION_QUARANTINE, sign_entry
 from mesh.membership.records import READ, issue_revocation
@@ -117,6 +118,10 @@ def _twins(scene: Scene) -> tuple[Writer, Envelope, Envelope]:
     return writer, env_a, env_b
 
 
+def _proof(env_a: Envelope, env_b: Envelope) -> tuple[bytes, bytes]:
+    return proof_of(env_a), proof_of(env_b)
+
+
 def _quarantines(scene: Scene) -> list[tuple[bytes, bytes, bytes, bytes]]:
     entries = scene.mesh.runtime.replica.membership.entries
     return [e.quarantine for e in entries if e.action == ACTION_QUARANTINE and e.quarantine]
@@ -139,7 +144,7 @@ def test_a_fork_is_quarantined_everywhere_and_honest_devices_converge(
     refused = [o for o in outputs if isinstance(o, Refused)]
     assert [(r.seq, r.code) for r in refused] == [(1, ForkDetected.__name__)]
     assert Quarantined(scene.evil.key, writer.incarnation) in outputs
-    assert _quarantines(scene) == [(scene.evil.key, writer.incarnation, env_a.raw, env_b.raw)]
+    assert _quarantines(scene) == [(scene.evil.key, writer.incarnation, *_proof(env_a, env_b))]
     entry = scene.mesh.runtime.replica.membership.entries[-1]
     assert [(c.doc, c.seq) for c in entry.cutoffs] == [(SHARED, 1)]  # env_a stays, from seq 1
 
@@ -161,7 +166,7 @@ def test_a_fork_is_quarantined_everywhere_and_honest_devices_converge(
                 node.replica.receive(decode_envelope(env.raw), NOW)
     # A second copy of the proof commits nothing more.
     length = scene.mesh.runtime.replica.membership.length
-    scene.send(frames.Fork(env_a.raw, env_b.raw))
+    scene.send(frames.Fork(*_proof(env_a, env_b)))
     scene.envelopes(env_b)
     assert scene.mesh.runtime.replica.membership.length == length
 
@@ -198,7 +203,7 @@ def test_a_fork_seen_first_by_a_device_is_quarantined_by_the_runtime(scene: Scen
     key = (scene.evil.key, writer.incarnation)
     for node in scene.honest():
         assert key in node.replica.membership.quarantined
-    assert _quarantines(scene) == [(scene.evil.key, writer.incarnation, env_a.raw, env_b.raw)]
+    assert _quarantines(scene) == [(scene.evil.key, writer.incarnation, *_proof(env_a, env_b))]
     scene.laptop.write(SHARED, "messages", "still", "syncing")
     scene.settle()
     scene.converged()
@@ -214,7 +219,7 @@ def test_a_fork_while_one_twin_is_held_is_quarantined(scene: Scene) -> None:
     assert scene.mesh.runtime.replica.held
     outputs = scene.envelopes(twin)
     assert [r.code for r in outputs if isinstance(r, Refused)] == [ForkDetected.__name__]
-    assert _quarantines(scene) == [(scene.evil.key, writer.incarnation, held.raw, twin.raw)]
+    assert _quarantines(scene) == [(scene.evil.key, writer.incarnation, *_proof(held, twin))]
     scene.settle()
     for node in scene.honest():
         assert (scene.evil.key, writer.incarnation) in node.replica.membership.quarantined
@@ -228,7 +233,7 @@ def test_fork_proofs_of_non_members_commit_nothing(scene: Scene) -> None:
         stranger = seeded_identity(1000 + n)
         env_a = Writer(stranger, scene.mesh).write(SHARED, "k", "a")
         env_b = Writer(stranger, scene.mesh).write(SHARED, "k", "b")
-        outputs = scene.send(frames.Fork(env_a.raw, env_b.raw))
+        outputs = scene.send(frames.Fork(*_proof(env_a, env_b)))
         assert not [o for o in outputs if isinstance(o, Quarantined | Close)]
     assert scene.mesh.runtime.replica.membership.length == length
     # The same for a revoked member: its chains are already cut off.
@@ -237,7 +242,7 @@ def test_fork_proofs_of_non_members_commit_nothing(scene: Scene) -> None:
     length = scene.mesh.runtime.replica.membership.length
     env_a = Writer(scene.laptop.identity, scene.mesh).write(SHARED, "k", "a")
     env_b = Writer(scene.laptop.identity, scene.mesh).write(SHARED, "k", "b")
-    scene.send(frames.Fork(env_a.raw, env_b.raw))
+    scene.send(frames.Fork(*_proof(env_a, env_b)))
     assert scene.mesh.runtime.replica.membership.length == length
     assert not scene.mesh.runtime.replica.membership.quarantined
     assert scene.evil.key in scene.runtime.sessions
@@ -249,7 +254,9 @@ def test_fork_proofs_of_non_members_commit_nothing(scene: Scene) -> None:
         "same envelope twice",
         "two seqs",
         "two authors",
+        "another mesh",
         "garbage",
+        "whole envelopes",
         "flipped signature",
     ],
 )
@@ -259,12 +266,18 @@ def test_a_bogus_fork_proof_closes_the_session_and_commits_nothing(
     writer, env_a, env_b = _twins(scene)
     second = writer.write(SHARED, "k2", "2")
     phone_env = Writer(scene.phone.identity, scene.mesh).write(SHARED, "p", "p")
+    other_mesh = mesh_id_of(seeded_identity(77).public_key)
+    far_a = writer.craft(SHARED, env_a.update, context=(), seq=1, mesh_id=other_mesh)
+    far_b = writer.craft(SHARED, env_b.update, context=(), seq=1, mesh_id=other_mesh)
+    proof_b = proof_of(env_b)
     pairs = {
-        "same envelope twice": (env_a.raw, env_a.raw),
-        "two seqs": (env_a.raw, second.raw),
-        "two authors": (env_a.raw, phone_env.raw),
-        "garbage": (b"\x82\x01\x02", env_a.raw),
-        "flipped signature": (env_a.raw, env_b.raw[:-1] + bytes([env_b.raw[-1] ^ 1])),
+        "same envelope twice": _proof(env_a, env_a),
+        "two seqs": _proof(env_a, second),
+        "two authors": _proof(env_a, phone_env),
+        "another mesh": _proof(far_a, far_b),
+        "garbage": (b"\x82\x01\x02", proof_b),
+        "whole envelopes": (env_a.raw, env_b.raw),
+        "flipped signature": (proof_of(env_a), proof_b[:-1] + bytes([proof_b[-1] ^ 1])),
     }
     scene.open_hostile_session()
     length = scene.mesh.runtime.replica.membership.length
@@ -359,7 +372,7 @@ def test_a_frame_before_hello_closes_the_session(scene: Scene, name: str) -> Non
         "envelopes": frames.encode(frames.Envelopes(1, (env_a.raw,))),
         "ack": frames.encode(frames.Ack(1, {}, ())),
         "records": frames.encode(frames.Records((membership.entries[0].raw,))),
-        "fork": frames.encode(frames.Fork(env_a.raw, env_b.raw)),
+        "fork": frames.encode(frames.Fork(*_proof(env_a, env_b))),
         "malformed": b"\xff",
         "oversized": b"\x00" * (MAX_FRAME_BYTES + 1),
         "unknown frame type": cbor.encode([42]),
