@@ -471,10 +471,17 @@ class Engine:
     def _pump(self, session: _Session, now_ms: int) -> None:
         membership = self.replica.membership
         while session.log_known < membership.length:
-            chunk = membership.entries[
-                session.log_known : session.log_known + MAX_RECORDS_PER_FRAME
-            ]
-            self._send(session, frames.Records(tuple(e.raw for e in chunk)))
+            # Bounded in bytes too: a quarantine entry (two fork proofs with their causal
+            # contexts) can be ~0.6 MB, and a frame over MAX_FRAME_BYTES would not encode.
+            chunk: list[bytes] = []
+            size = 0
+            end = session.log_known + MAX_RECORDS_PER_FRAME
+            for entry in membership.entries[session.log_known : end]:
+                if chunk and size + len(entry.raw) > MAX_BATCH_BYTES:
+                    break
+                chunk.append(entry.raw)
+                size += len(entry.raw)
+            self._send(session, frames.Records(tuple(chunk)))
             session.log_known += len(chunk)
         store = self.replica.store
         while len(session.unacked) < MAX_UNACKED_BATCHES:

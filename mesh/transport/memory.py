@@ -1,8 +1,9 @@
 """An in-memory network of engines: frames delivered in order, in one process.
 
-Deterministic and synchronous, for tests and benchmarks. Faults (drops,
-duplicates, reordering) are injected by whoever drives it through the
-``in_flight`` queue; the simulator in ``simulations/`` adds time and latency.
+Two parts: ``MemoryNetwork``, deterministic and synchronous (frames routed
+between engines in one call stack, faults injected through ``in_flight``), for
+tests and benchmarks; and ``memory_stream_pair``, trio FrameStreams that meet
+the same contract as the libp2p transport, for the node driver.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import trio
+
 from mesh.engine import Close, Engine, Output, Send
+from mesh.transport.base import StreamClosed, StreamReset
+from mesh.transport.framing import encode_frame
 
 
 @dataclass
@@ -89,3 +94,75 @@ class MemoryNetwork:
             delivered += 1
             self.flush(message.dst, now_ms)
         return delivered
+
+
+# --- trio streams in memory ----------------------------------------------------------------
+
+#: Frames buffered in one direction of an in-memory stream before ``send`` waits.
+MEMORY_STREAM_BUFFER = 16
+
+
+class MemoryFrameStream:
+    """One end of an in-memory FrameStream pair (see ``memory_stream_pair``)."""
+
+    def __init__(
+        self,
+        peer: bytes,
+        outgoing: trio.MemorySendChannel[bytes],
+        incoming: trio.MemoryReceiveChannel[bytes],
+        state: _PairState,
+    ) -> None:
+        self.peer = peer
+        self._out = outgoing
+        self._in = incoming
+        self._state = state
+
+    async def send(self, frame: bytes) -> None:
+        encode_frame(frame)  # the same limits as a real stream
+        if self._state.reset:
+            raise StreamReset("stream was reset")
+        try:
+            await self._out.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise StreamReset("stream was reset") from exc
+
+    async def receive(self) -> bytes:
+        if self._state.reset:
+            raise StreamReset("stream was reset")
+        try:
+            return await self._in.receive()
+        except trio.EndOfChannel:
+            if self._state.reset:
+                raise StreamReset("stream was reset") from None
+            raise StreamClosed("peer closed the stream") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise StreamReset("stream was reset") from exc
+
+    async def close(self) -> None:
+        await self._out.aclose()
+
+    async def reset(self) -> None:
+        self._state.reset = True
+        await self._out.aclose()
+        await self._in.aclose()
+        for channel in self._state.channels:
+            await channel.aclose()
+
+
+@dataclass
+class _PairState:
+    reset: bool = False
+    channels: list[trio.MemorySendChannel[bytes] | trio.MemoryReceiveChannel[bytes]] = field(
+        default_factory=list
+    )
+
+
+def memory_stream_pair(a: bytes, b: bytes) -> tuple[MemoryFrameStream, MemoryFrameStream]:
+    """Two connected streams: the first is ``a``'s end (its peer is ``b``), then ``b``'s."""
+    a_to_b_send, a_to_b_recv = trio.open_memory_channel[bytes](MEMORY_STREAM_BUFFER)
+    b_to_a_send, b_to_a_recv = trio.open_memory_channel[bytes](MEMORY_STREAM_BUFFER)
+    state = _PairState(channels=[a_to_b_send, a_to_b_recv, b_to_a_send, b_to_a_recv])
+    return (
+        MemoryFrameStream(b, a_to_b_send, b_to_a_recv, state),
+        MemoryFrameStream(a, b_to_a_send, a_to_b_recv, state),
+    )

@@ -225,6 +225,32 @@ def test_a_fork_while_one_twin_is_held_is_quarantined(scene: Scene) -> None:
         assert (scene.evil.key, writer.incarnation) in node.replica.membership.quarantined
 
 
+def test_large_fork_proofs_still_replicate(scene: Scene) -> None:
+    """Found: Records frames were cut by count only, so a dozen quarantine entries with
+    maximal causal contexts (~0.6 MB each) made the runtime's flush raise FrameTooLarge
+    for every session that still needed them (a read-only member can fork its device doc)."""
+    context = tuple((client, 1 << 40) for client in range(1 << 52, (1 << 52) + 16_384))
+    doc = device_doc(scene.evil.peer_id)
+    for node in (scene.phone, scene.laptop):
+        scene.mesh.disconnect(node)
+    scene.open_hostile_session()
+    for n in range(8):
+        writer = Writer(scene.evil.identity, scene.mesh, tag=f"big{n}")
+        held = writer.craft(doc, b"\x00\x00", context=context)  # waits for that context
+        twin = writer.craft(doc, b"\x00\x00", context=context[:-1])
+        scene.envelopes(held, twin)
+    entries = scene.mesh.runtime.replica.membership.entries
+    assert len(_quarantines(scene)) == 8
+    assert sum(len(e.raw) for e in entries) > MAX_FRAME_BYTES
+    for node in (scene.phone, scene.laptop):
+        assert scene.mesh.connect(node)  # each needs all eight entries at once
+    scene.settle()
+    for node in scene.honest():
+        assert node.replica.membership.length == len(entries)
+        assert len(node.replica.membership.quarantined) == 8
+    assert scene.mesh.runtime.replica.held == {}
+
+
 def test_fork_proofs_of_non_members_commit_nothing(scene: Scene) -> None:
     """Found: any peer could append a permanent quarantine entry per stranger key it made up."""
     scene.open_hostile_session()
