@@ -16,10 +16,11 @@ from __future__ import annotations
 import enum
 import heapq
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, TransactionEvent
 
 from crdt_state import lib0
 from crdt_state.envelope import (
@@ -209,7 +210,17 @@ class Replica:
         if ydoc is None:
             kind_of(name)
             ydoc = self.docs[name] = new_doc(name, self.client_id or 1)
-            ydoc.observe(lambda event, name=name: self._observed(name, len(event.update)))
+            if self.identity is not None:  # only writers batch local transactions
+                # pycrdt keeps the callback alive from Rust, out of the garbage collector's
+                # sight: a strong reference to self here would keep the replica forever.
+                replica = weakref.ref(self)
+
+                def observed(event: TransactionEvent, name: str = name) -> None:
+                    this = replica()
+                    if this is not None and this._in_local_txn == name:
+                        this._batches[name].bytes += len(event.update)
+
+                ydoc.observe(observed)
         return ydoc
 
     def vector(self, doc: str) -> dict[int, int]:
@@ -262,10 +273,6 @@ class Replica:
         self.hlc = max(self.hlc, min(remote, (now_ms + MAX_HLC_DRIFT_MS) << 16))
 
     # --- local writes -------------------------------------------------------------------
-
-    def _observed(self, name: str, size: int) -> None:
-        if self._in_local_txn == name:
-            self._batches[name].bytes += size
 
     def _may_write_locally(self, name: str) -> bool:
         cached = self._write_rights.get(name)
@@ -422,8 +429,9 @@ class Replica:
         state = lib0.decode_state_vector(self.doc(env.doc).get_state())
         for client, clock in env.context:
             if state.get(client, 0) < clock:
-                self._waiting[slot] = (env.doc, client, clock)
-                heapq.heappush(self._waits.setdefault((env.doc, client), []), (clock, slot))
+                if self._waiting.get(slot) != (env.doc, client, clock):  # else still queued
+                    self._waiting[slot] = (env.doc, client, clock)
+                    heapq.heappush(self._waits.setdefault((env.doc, client), []), (clock, slot))
                 return
         self._waiting.pop(slot, None)
 

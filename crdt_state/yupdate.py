@@ -41,6 +41,9 @@ _CONTENT_NAMES = (
 # Type refs both Yjs and yrs read identically: Array, Map, Text, XmlElement (+ name),
 # XmlFragment, XmlText. XmlHook (5) is not: Yjs reads a name after it, yrs does not.
 _TYPE_REFS = frozenset({0, 1, 2, 3, 4, 6})
+# In flat-schema mode (roots=...) a Map root holds plain values: Any, or Deleted once
+# overwritten. String, Embed and Format belong to Text; Type and Doc nest.
+_FLAT_REFS = frozenset({1, 8})
 # Content refs read: all of Yjs's but JSON (2), which yrs reads differently (n + 1 strings).
 _ITEM_REFS = frozenset({1, 3, 4, 5, 6, 7, 8, 9})
 
@@ -436,6 +439,8 @@ def _decode(data: bytes, detail: bool, roots: frozenset[bytes] | None) -> Decode
             else:
                 if ref not in _ITEM_REFS:
                     raise _fail("unsupported content ref", at)
+                if roots is not None and ref not in _FLAT_REFS:
+                    raise _fail("content kind outside the flat schema", at)
                 origin: tuple[int, int] | None = None
                 right_origin: tuple[int, int] | None = None
                 parent_id: tuple[int, int] | None = None
@@ -559,8 +564,6 @@ def _decode(data: bytes, detail: bool, roots: frozenset[bytes] | None) -> Decode
                     if not data[sb:pos].isascii():
                         length = len(_utf8(data, sb, pos).encode("utf-16-le")) >> 1
                 else:
-                    if roots is not None and ref in (7, 9):
-                        raise _fail("nested types are outside the flat schema", at)
                     pos, length = _content(data, pos, n, ref)
                     if ref == 7:
                         types.add(clock)

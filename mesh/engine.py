@@ -385,6 +385,9 @@ class Engine:
                 _merge(session.claims, env.doc, env.client_id, env.seq)
                 _merge(session.durable, env.doc, env.client_id, env.seq)
                 if self.role == RUNTIME_ROLE:
+                    if env.mship > membership.length:
+                        # The runtime writes the log: a position beyond it is never honest.
+                        raise NotPermitted("envelope names a membership position not yet made")
                     member = membership.member(env.author)
                     live = member is not None and member.revoked_at is None
                     if live and member is not None and now_ms >= member.cert.expires_ms:
@@ -515,6 +518,18 @@ class Engine:
         return any(True for _ in self.replica.store.envelopes(session.cursor, 1))
 
     # --- status ----------------------------------------------------------------------------------
+
+    def acknowledged_own(self, peer: bytes) -> int:
+        """How many of this node's own envelopes ``peer`` has acknowledged as durable."""
+        session = self.sessions.get(peer)
+        if session is None:
+            return 0
+        me = self.identity.public_key
+        return sum(
+            min(chain.seq, session.durable.get(doc, {}).get(client, 0))
+            for (doc, client), chain in self.replica.chains.items()
+            if chain.author == me
+        )
 
     def status(self, peer: bytes) -> PeerStatus:
         """Envelopes each side lacks, as of the last exchange with ``peer``."""

@@ -85,6 +85,13 @@ MAX_CUTOFFS = 4_096
 #: Largest encoded membership-log entry (a revocation carries up to MAX_CUTOFFS cutoffs).
 MAX_LOG_ENTRY_BYTES = 1024 * 1024
 
+# --- reconnecting ---------------------------------------------------------------------
+#: Device reconnect backoff: full jitter, uniform in [0, min(CAP, BASE * 2**attempt)].
+RECONNECT_BACKOFF_BASE_MS = 200
+RECONNECT_BACKOFF_CAP_MS = 30_000
+#: Longest wait to dial the runtime, open the sync stream, or read its first hello.
+DIAL_TIMEOUT_MS = 15_000
+
 # --- time -----------------------------------------------------------------------------
 #: Remote HLC timestamps are clamped to at most this far ahead of the local clock.
 MAX_HLC_DRIFT_MS = 60_000
@@ -94,3 +101,16 @@ MAX_HLC_DRIFT_MS = 60_000
 DEFAULT_INVITE_TTL_MS = 10 * 60 * 1000
 #: Bytes of secret in an invite (>= 128 bits).
 INVITE_SECRET_BYTES = 16
+
+# --- inbound connections (libp2p listener; see docs/NETWORK.md) ----------------------------
+#: Most inbound connections from one address still in their handshake (TCP accepted, Noise
+#: and yamux not finished). More are closed at accept. IPv6 addresses count per /64.
+MAX_PENDING_HANDSHAKES_PER_IP = 8
+#: Most inbound connections in their handshake from all addresses together.
+MAX_PENDING_HANDSHAKES = 128
+#: Most open inbound connections (in handshake or established) from one address.
+MAX_CONNECTIONS_PER_IP = 64
+#: Most open inbound connections in all.
+MAX_INBOUND_CONNECTIONS = 1_024
+#: An inbound connection that has not finished Noise and yamux in this time is closed.
+HANDSHAKE_TIMEOUT_S = 5.0

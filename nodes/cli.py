@@ -334,8 +334,41 @@ def _write(datadir: Any, op: str, text: str) -> str:
 @data_dir_option
 @click.argument("text")
 def send(data_dir: Path | None, text: str) -> None:
-    """Send a message to the agent (works offline; syncs when connected)."""
-    click.echo(_write(_datadir(data_dir), "send", text))
+    """Send a message to the agent (works offline; syncs when connected).
+
+    TEXT '-' reads messages from standard input, one per line.
+    """
+    datadir = _datadir(data_dir)
+    if text != "-":
+        click.echo(_write(datadir, "send", text))
+        return
+    lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    sent = _send_many(datadir, lines)
+    click.echo(f"sent {sent} messages")
+
+
+def _send_many(datadir: Any, texts: list[str]) -> int:
+    from nodes import app, control
+    from nodes.service import MAX_TEXTS_PER_REQUEST
+
+    for start in range(0, len(texts), MAX_TEXTS_PER_REQUEST):
+        chunk = texts[start : start + MAX_TEXTS_PER_REQUEST]
+        reply = control.request(datadir.control_socket, {"op": "send-many", "texts": chunk})
+        if reply is None:
+            from nodes.setup import open_node
+
+            with datadir.locked():
+                node = open_node(datadir)
+                try:
+                    now = _now_ms()
+                    me = node.identity.peer_id
+                    for text_ in texts[start:]:
+                        app.send_message(lambda d: node.replica.transact(d, now), me, text_, now)
+                    node.replica.seal_all(now)
+                finally:
+                    node.close()
+            return len(texts)
+    return len(texts)
 
 
 @cli.group(cls=_Group)

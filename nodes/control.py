@@ -18,7 +18,7 @@ import trio
 
 from nodes.errors import ControlError, NodeError
 
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 REQUEST_TIMEOUT_S = 10.0
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import multiaddr
 import trio
+from libp2p.network.swarm import Swarm
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from mesh.engine import DEVICE_ROLE, Engine
 from mesh.errors import ProtocolError
 from mesh.identity import Identity, public_key_of_peer_id
+from mesh.limits import DIAL_TIMEOUT_MS, RECONNECT_BACKOFF_BASE_MS, RECONNECT_BACKOFF_CAP_MS
 from mesh.sync import frames
 from mesh.transport.base import TransportError
 from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
@@ -37,11 +39,9 @@ else:
 
 log = logging.getLogger("agentmesh.device")
 
-#: Reconnect backoff: first delay, cap (seconds), with full jitter.
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 30.0
-#: Longest wait for the runtime's hello when bootstrapping.
-BOOTSTRAP_TIMEOUT_S = 15.0
+BACKOFF_BASE_S = RECONNECT_BACKOFF_BASE_MS / 1000
+BACKOFF_CAP_S = RECONNECT_BACKOFF_CAP_MS / 1000
+BOOTSTRAP_TIMEOUT_S = DIAL_TIMEOUT_MS / 1000
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
@@ -123,6 +123,11 @@ async def run_device(
                     state["revoked"] = True
                     await trio.sleep_forever()
                 try:
+                    # Our own backoff decides when to retry; py-libp2p's negative dial
+                    # cache would otherwise refuse a runtime that just restarted.
+                    network = host.get_network()
+                    if isinstance(network, Swarm):
+                        network.unblock_peer(info.peer_id)
                     with trio.fail_after(BOOTSTRAP_TIMEOUT_S):
                         await host.connect(info)
                         stream = await host.new_stream(info.peer_id, [SYNC_PROTOCOL])

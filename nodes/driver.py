@@ -2,7 +2,10 @@
 
 One flusher task owns every call to ``Engine.flush`` (which commits, then
 releases outputs). Readers feed frames into the engine and wake the flusher;
-frames that arrive while it works are committed together (group commit). Each
+frames that arrive while it works are committed together (group commit). Local
+transactions are batched adaptively: with nothing in flight the flusher seals
+and sends at once; while a batch awaits its acknowledgement, transactions pile
+up in the open batch (bounded by MAX_BATCH_DELAY_MS and the size limits). Each
 session has one writer task draining its outbox, so a slow peer delays only
 itself. Reads never stop while a session lives (yamux resets stalled streams);
 backpressure is the protocol's window, not unread bytes.
@@ -42,6 +45,29 @@ class _Live:
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+class _Transaction:
+    """``EngineDriver.transact``'s context manager: wakes the flusher when needed."""
+
+    __slots__ = ("_driver", "_inner", "_opens")
+
+    def __init__(
+        self, driver: EngineDriver, inner: AbstractContextManager[Doc[Any]], opens: bool
+    ) -> None:
+        self._driver = driver
+        self._inner = inner
+        self._opens = opens
+
+    def __enter__(self) -> Doc[Any]:
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return self._inner.__exit__(*exc_info)
+        finally:
+            if self._opens or self._driver.engine.replica.next_seal_ms() is None:
+                self._driver.kick()
+
+
 class EngineDriver:
     """Runs one engine: call ``run`` in a nursery, then ``run_session`` per stream."""
 
@@ -56,9 +82,15 @@ class EngineDriver:
     # --- local writes ---------------------------------------------------------------
 
     def transact(self, doc: str) -> AbstractContextManager[Doc[Any]]:
-        """A local transaction; the flusher seals and sends it in time."""
-        self.kick()
-        return self.engine.transact(doc, self.clock())
+        """A local transaction; the flusher seals and sends it in time.
+
+        The flusher is woken only when the transaction opens a batch (so it learns
+        the batch's deadline, or seals it at once when nothing is in flight) or
+        when the transaction sealed its batch (size limits): a transaction that
+        joins an open batch costs no wake-up.
+        """
+        opens = self.engine.replica.next_seal_ms() is None
+        return _Transaction(self, self.engine.transact(doc, self.clock()), opens)
 
     def kick(self) -> None:
         """Ask the flusher to run soon."""
@@ -84,8 +116,18 @@ class EngineDriver:
                 self.engine.replica.seal_all(self.clock())
                 self.flush()
 
+    def idle(self) -> bool:
+        """Whether a session is ready and no session waits for an acknowledgement."""
+        sessions = [s for s in self.engine.sessions.values() if s.ready]
+        return bool(sessions) and not any(s.unacked for s in sessions)
+
     def flush(self) -> None:
         now = self.clock()
+        if self.engine.replica.next_seal_ms() is not None and self.idle():
+            # Adaptive batching: with nothing in flight, seal and send now (latency);
+            # otherwise transactions pile up in the open batch until the acknowledgement
+            # comes back or MAX_BATCH_DELAY_MS passes (throughput).
+            self.engine.replica.seal_all(now)
         self.engine.tick(now)
         outputs = self.engine.flush(now)
         self.flushes += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import multiaddr
@@ -15,6 +15,7 @@ from mesh.engine import RUNTIME_ROLE, Close, Engine, Output
 from mesh.identity import public_key_of_peer_id
 from mesh.transport.libp2p import (
     SYNC_PROTOCOL,
+    InboundGuard,
     Libp2pFrameStream,
     build_host,
     full_addresses,
@@ -41,6 +42,9 @@ class RuntimeReady:
     peer_id: str
     addresses: list[str]
     mesh_id: str
+    #: The running engine's driver and the listener's guard (for in-process callers and tests).
+    driver: EngineDriver | None = field(default=None, compare=False, repr=False)
+    guard: InboundGuard | None = field(default=None, compare=False, repr=False)
 
 
 class MembershipGate(INotifee):
@@ -87,7 +91,13 @@ async def serve_runtime(
     node = open_node(datadir)
     engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
     driver = EngineDriver(engine)
-    host = build_host(node.identity)
+    guard = InboundGuard()
+    host = build_host(
+        node.identity,
+        # Strangers are closed right after Noise, before yamux; the gate below is a second line.
+        authorize=lambda key: driver.engine.admissible(key, driver.clock()),
+        guard=guard,
+    )
     gate = MembershipGate(driver)
     host.get_network().register_notifee(gate)
 
@@ -139,7 +149,11 @@ async def serve_runtime(
                 )
                 task_status.started(
                     RuntimeReady(
-                        node.identity.peer_id, full_addresses(host), node.replica.mesh_id.hex()
+                        node.identity.peer_id,
+                        full_addresses(host),
+                        node.replica.mesh_id.hex(),
+                        driver=driver,
+                        guard=guard,
                     )
                 )
                 await trio.sleep_forever()

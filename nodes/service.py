@@ -11,6 +11,9 @@ from nodes import app
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
 
+#: Most messages in one send-many request (each its own transaction).
+MAX_TEXTS_PER_REQUEST = 1_000
+
 
 def status(driver: EngineDriver) -> dict[str, Any]:
     """This node's sync status, from version vectors (never a false "synced")."""
@@ -27,10 +30,14 @@ def status(driver: EngineDriver) -> dict[str, Any]:
                 "they_lack": st.they_lack,
                 "unacked_batches": st.unacked_batches,
                 "synced": st.synced,
+                "acked_own": engine.acknowledged_own(peer),
             }
         )
     unsealed = replica.next_seal_ms() is not None
+    me = engine.identity.public_key
+    own = sum(chain.seq for chain in replica.chains.values() if chain.author == me)
     return {
+        "own_envelopes": own,
         "ok": True,
         "id": engine.identity.peer_id,
         "mesh": replica.mesh_id.hex(),
@@ -51,6 +58,17 @@ def handle(driver: EngineDriver, request: dict[str, Any]) -> dict[str, Any]:
     now = driver.clock()
     if op == "status":
         return status(driver)
+    if op == "send-many":
+        texts = request.get("texts")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise NodeError("texts must be a list of strings")
+        if len(texts) > MAX_TEXTS_PER_REQUEST:
+            raise NodeError(f"at most {MAX_TEXTS_PER_REQUEST} messages per request")
+        if driver.engine.is_revoked():
+            raise NodeError("this device has been revoked; it no longer writes")
+        ids = [app.send_message(driver.transact, me, text, now) for text in texts]
+        driver.kick()
+        return {"ok": True, "ids": ids, "doc": SHARED}
     if op in ("send", "task-add", "task-cancel"):
         if driver.engine.is_revoked():
             raise NodeError("this device has been revoked; it no longer writes")

@@ -56,6 +56,8 @@ MAX_RETRANSMITS = 8
 #: Per-frame probability of an adversarial duplicate / reordering (on faulty links).
 DUPLICATE_RATE = 0.002
 REORDER_RATE = 0.002
+#: A reordered frame with nothing to overtake is held back by up to this long.
+REORDER_WINDOW_MS = 500
 #: A connection whose path stays blocked this long is declared dead by the transport.
 STREAM_TIMEOUT_MS = 60 * MS_PER_S
 #: A dial into a blocked path fails after this long.
@@ -65,6 +67,8 @@ HANDSHAKE_RTTS = 2
 #: Reconnect backoff: full jitter over [0, min(cap, base * 2**attempt)].
 BACKOFF_BASE_MS = 500
 BACKOFF_CAP_MS = 60 * MS_PER_S
+#: A session that stayed ready this long resets the reconnect backoff.
+STABLE_SESSION_MS = 10 * MS_PER_S
 #: A device that comes online dials within this jitter.
 ONLINE_DIAL_JITTER_MS = 1_000
 
@@ -241,3 +245,30 @@ def format_duration(ms: int) -> str:
     if ms or not parts:
         parts.append(f"{ms}ms")
     return "".join(parts)
+
+
+#: The test suite's profile: short runs with faults and attacks far denser than real life.
+TEST_PROFILE = SimConfig(
+    devices=4,
+    duration_ms=10 * MS_PER_MIN,
+    faults=FaultConfig(
+        partitions_per_hour=12.0,
+        partition_max_ms=3 * MS_PER_MIN,
+        crashes_per_hour=6.0,
+        crash_down_max_ms=MS_PER_MIN,
+        isolate_probability=0.5,
+        duplicate=True,
+        reorder=True,
+        admit_probability=0.7,
+        revoke_probability=0.7,
+    ),
+    network=NetworkConfig(duplicate_rate=0.005, reorder_rate=0.005),
+    workload=WorkloadConfig(write_every_ms=5 * MS_PER_S, hostile_every_ms=20 * MS_PER_S),
+)
+#: The benchmark's profile: five nodes, each writing once per simulated second.
+BENCH_PROFILE = SimConfig(
+    devices=4,
+    duration_ms=10 * MS_PER_MIN,
+    workload=WorkloadConfig(write_every_ms=MS_PER_S, max_txns_per_write=1),
+)
+PROFILES = {"default": SimConfig(), "test": TEST_PROFILE, "bench": BENCH_PROFILE}

@@ -45,6 +45,7 @@ HOSTILE_KINDS = (
     "replay",
     "fork",
     "fork-own",
+    "context-lie",
     "garbage",
 )
 

@@ -8,29 +8,44 @@ connection per peer; our own bounded framing; streams are always read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 import multiaddr
 import trio
-from libp2p import new_host
+from libp2p import create_yamux_muxer_option, new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.custom_types import TProtocol
+from libp2p.custom_types import TProtocol, TSecurityOptions
+from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamError
+from libp2p.network.swarm import Swarm
+from libp2p.rcmgr import ResourceManager
+from libp2p.rcmgr.manager import ResourceLimits
+from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from mesh.errors import ProtocolError
 from mesh.identity import Identity, public_key_of_peer_id
+from mesh.limits import HANDSHAKE_TIMEOUT_S, MAX_INBOUND_CONNECTIONS
 from mesh.transport.base import StreamClosed, StreamReset
 from mesh.transport.framing import FrameDecoder, encode_frame
+from mesh.transport.inbound import (
+    Authorize,
+    GatedUpgrader,
+    GuardedTCP,
+    GuardNotifee,
+    InboundGuard,
+)
 
 SYNC_PROTOCOL = TProtocol("/agentmesh/sync/1")
 READ_CHUNK = 64 * 1024
-LIBP2P_LOGGERS = ("libp2p", "multiaddr", "async_service")
+#: py-libp2p's auto-connector logger sets its own level (INFO), so it is named too.
+LIBP2P_LOGGERS = ("libp2p", "libp2p.network.auto_connector", "multiaddr", "async_service")
 
 
 def quiet_libp2p_logging(level: int = logging.WARNING) -> None:
@@ -39,22 +54,87 @@ def quiet_libp2p_logging(level: int = logging.WARNING) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def build_host(identity: Identity, listen: list[str] | None = None) -> IHost:
-    """A libp2p host for ``identity`` with Noise as its only security transport."""
+def build_host(
+    identity: Identity,
+    listen: list[str] | None = None,
+    *,
+    authorize: Authorize | None = None,
+    guard: InboundGuard | None = None,
+) -> IHost:
+    """A libp2p host for ``identity`` with Noise as its only security transport.
+
+    Inbound connections go through ``guard`` (per-address limits, handshake
+    deadline, and the fix for py-libp2p's inbound handler leak; see
+    ``mesh.transport.inbound``). ``authorize``, if given, is asked about every
+    inbound peer's authenticated key as soon as Noise completes; a refused peer is
+    closed before yamux starts.
+    """
+    guard = guard if guard is not None else InboundGuard()
     key_pair = create_new_key_pair(identity.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    security: TSecurityOptions = {NOISE_PROTOCOL_ID: noise}
+    muxers = create_yamux_muxer_option()
+    host = new_host(
         key_pair=key_pair,
-        sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_preference="YAMUX",
+        sec_opt=security,
+        muxer_opt=muxers,
         listen_addrs=[multiaddr.Multiaddr(a) for a in (listen or [])],
+        transports=[GuardedTCP(guard)],
         # One connection per peer (connect ~5 ms instead of ~250 ms), and no
         # auto-connector: a runtime must never dial out to keep a quota of peers.
         connection_config=ConnectionConfig(
-            max_connections_per_peer=1, min_connections=0, low_watermark=0
+            max_connections_per_peer=1,
+            min_connections=0,
+            low_watermark=0,
+            high_watermark=MAX_INBOUND_CONNECTIONS,
+            max_connections=MAX_INBOUND_CONNECTIONS,
+            inbound_upgrade_timeout=HANDSHAKE_TIMEOUT_S,
         ),
+        resource_manager=_plain_resource_manager(),
         enable_mDNS=False,
         enable_upnp=False,
+    )
+    network = host.get_network()
+    assert isinstance(network, Swarm)
+    network.upgrader = GatedUpgrader(security, muxers, guard, authorize)
+    network.auto_connector = _NeverDial(network)
+    network.register_notifee(GuardNotifee(guard))
+    return host
+
+
+class _NeverDial(AutoConnector):
+    """py-libp2p's auto-connector, switched off.
+
+    Whatever the watermarks, it dials peers from the peerstore whenever the host
+    has fewer connections than halfway between its low and high watermarks (and
+    again after every disconnect). A runtime must never dial out, and a device
+    dials only its runtime.
+    """
+
+    async def maybe_connect(self) -> None:
+        return None
+
+    async def run_background_task(self, nursery: trio.Nursery) -> None:
+        return None
+
+    def record_disconnect(self, peer_id: ID) -> None:
+        return None
+
+
+def _plain_resource_manager() -> ResourceManager:
+    """py-libp2p's resource manager with only its plain counters.
+
+    Its defaults add a circuit breaker, "graceful degradation", memory-pressure
+    refusals and per-peer rate limits that refuse members for reasons of their
+    own; our per-address limits live in ``InboundGuard``.
+    """
+    return ResourceManager(
+        limits=ResourceLimits(max_connections=MAX_INBOUND_CONNECTIONS + 64),
+        enable_metrics=False,
+        enable_memory_limits=False,
+        enable_circuit_breaker=False,
+        enable_graceful_degradation=False,
+        enable_rate_limiting=False,
     )
 
 
@@ -105,16 +185,12 @@ class Libp2pFrameStream:
         return self._ready.pop(0)
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(StreamError, trio.BrokenResourceError, trio.ClosedResourceError):
             await self.stream.close()
-        except (StreamError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     async def reset(self) -> None:
-        try:
+        with contextlib.suppress(StreamError, trio.BrokenResourceError, trio.ClosedResourceError):
             await self.stream.reset()
-        except (StreamError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
 
 def full_addresses(host: IHost) -> list[str]:
@@ -129,6 +205,7 @@ def full_addresses(host: IHost) -> list[str]:
 
 __all__: list[Any] = [
     "SYNC_PROTOCOL",
+    "InboundGuard",
     "Libp2pFrameStream",
     "build_host",
     "full_addresses",

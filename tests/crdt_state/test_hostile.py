@@ -800,11 +800,6 @@ def test_non_canonical_cbor_signed_by_the_author_is_refused(world: World) -> Non
 # --- values no reader can read -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: the decoder's flat-schema mode still accepts Format content (ref 6) in a "
-    "Map root, and Map.to_py() of that root then raises KeyError for every reader",
-)
 def test_values_that_break_readers_are_refused(world: World) -> None:
     writer = Writer(world.evil.identity, world.mesh)
     poison = update([(writer.client, 0, [item("format", 0, root="messages", key="f")])])

@@ -99,6 +99,13 @@ def incarnation_of(tag: str) -> bytes:
     return hashlib.sha256(tag.encode()).digest()[:16]
 
 
+def _put(key: str, value: object, root: str = "messages") -> Callable[[Doc], None]:
+    def edit(ydoc: Doc) -> None:
+        ydoc.get(root, type=Map)[key] = value
+
+    return edit
+
+
 class Writer:
     """One author incarnation that signs whatever a test asks, valid or not.
 
@@ -342,7 +349,7 @@ def test_truncated_or_extended_wire_forms_are_refused(data: st.DataObject) -> No
 # --- 2. replays and forks ------------------------------------------------------------------------
 
 
-def test_a_second_envelope_for_one_slot_is_a_fork_carrying_both_wire_forms(world: World) -> None:
+def test_a_second_envelope_for_one_slot_is_a_fork_carrying_both_signed_bodies(world: World) -> None:
     writer = Writer(world.evil.identity, world.mesh)
     env_a = writer.write(SHARED, "a", "first")
     # The same slot (seq 1, genesis prev, same context) with other content.
@@ -376,13 +383,6 @@ def test_a_fork_below_the_chain_head_is_detected(world: World) -> None:
     fork = refuse(replica, other, ForkDetected)
     assert isinstance(fork, ForkDetected)
     assert (fork.existing, fork.incoming) == (proof_of(envs[1]), proof_of(other))
-
-
-def _put(key: str, value: object, root: str = "messages") -> Callable[[Doc], None]:
-    def edit(ydoc: Doc) -> None:
-        ydoc.get(root, type=Map)[key] = value
-
-    return edit
 
 
 # --- 4. holding ----------------------------------------------------------------------------------

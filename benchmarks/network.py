@@ -1,0 +1,862 @@
+"""W1, W1p, W2, W3 over libp2p on 127.0.0.1, against pycrdt-websocket, and in memory.
+
+Three systems run the same workloads in one invocation:
+
+* ``p2p``: ours over libp2p (TCP + Noise + yamux) on 127.0.0.1 with durable
+  acknowledgements: the runtime is an ``EngineDriver`` behind a libp2p host (gated
+  by ``MembershipGate``, as in ``nodes.runtime``); the writer and the readers are
+  device engines with their own hosts and drivers. Every node keeps a SQLite store
+  (WAL, ``synchronous=FULL``) in a temporary directory and signs its envelopes.
+  All nodes share one trio run (one process, one core).
+* ``mem``: the same drivers, engines and SQLite stores over in-memory FrameStream
+  pairs (``mesh.transport.memory.memory_stream_pair``): what libp2p costs.
+* ``pycrdt_websocket``: pycrdt-websocket as it runs by default: its
+  ``WebsocketServer`` behind ``ASGIServer`` under Hypercorn (asyncio) in a
+  subprocess, in memory (no store), and clients that are ``pycrdt.Provider`` over
+  ``HttpxWebsocket`` (httpx-ws) under asyncio in this process, after the trio run.
+  One change from the defaults: the clients accept messages up to 64 MiB (httpx-ws
+  refuses messages over 64 KiB by default, so W2's catch-up would fail).
+
+Workloads (a record is ``map[key] = {5 small fields}`` in its own transaction; the
+writer yields to its event loop after each one):
+
+* W1: 20,000 records streamed writer -> runtime/server -> reader as fast as the
+  writer can: records/s (first write to the reader holding all) and write-to-reader
+  latency p50/p99 (end of the writer's transaction to the reader's map observer).
+* W1p: the same, paced at 1,000 records/s: latency p50/p99.
+* W2: a reader holding 1,000 records reconnects and catches up on 100,000 more
+  (written the W1 way while it was away, and held by the runtime/server before it
+  reconnects): seconds from the start of the dial to the reader holding all, and
+  bytes on the wire of the reader's connection.
+* W3: 1 writer, 20 readers, 2,000 records: seconds from the first write until every
+  reader holds every record.
+
+Bytes: ``*_framed_*`` counts the application frames (ours: length prefix + frame, at
+the reader's FrameStream; theirs: WebSocket message payloads, at the reader's
+channel); it does not include Noise, yamux, multistream-select or identify for
+libp2p, nor WebSocket framing and HTTP for pycrdt-websocket. ``*_tcp_*`` counts
+TCP payload bytes of the reader's connection from the kernel (``ss -ti``:
+``bytes_received``, ``bytes_sent``), which includes all of those (and the
+connection handshakes). "to reader" is the catch-up itself; "from reader" is the
+reader's hello and acknowledgements (ours) or its sync step and its re-send of the
+whole catch-up update (pycrdt's provider sends back every update it applies).
+The W2 byte ratio's target is checked on TCP bytes to the reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from pycrdt import Doc, Map, MapEvent
+
+from crdt_state.replica import Replica
+from crdt_state.schema import SHARED
+from crdt_state.storage.sqlite import SqliteStore
+from mesh import limits
+from mesh.engine import DEVICE_ROLE, RUNTIME_ROLE, Engine
+from mesh.identity import Identity
+from mesh.membership.records import APPROVE, READ, WRITE
+from mesh.transport.base import FrameStream
+from mesh.transport.memory import memory_stream_pair
+from nodes.driver import EngineDriver, wall_ms
+
+W1_RECORDS = 20_000
+W1P_RECORDS = 20_000
+W1P_RATE = 1_000
+W2_BASE = 1_000
+W2_RECORDS = 100_000
+W3_READERS = 20
+W3_RECORDS = 2_000
+#: ours / theirs, and whether the figure must be at least (">=") or at most ("<=") it.
+TARGETS: dict[str, tuple[str, float]] = {
+    "w1_ratio_vs_pycrdt_websocket": (">=", 5.0),
+    "w1p_p99_ratio_vs_pycrdt_websocket": ("<=", 1.0),
+    "w2_time_ratio_vs_pycrdt_websocket": ("<=", 1.0),
+    "w2_bytes_ratio_vs_pycrdt_websocket": ("<=", 1.05),
+    "w3_time_ratio_vs_pycrdt_websocket": ("<=", 0.25),
+}
+#: pycrdt-websocket clients accept messages up to this size (httpx-ws default: 64 KiB).
+PYCRDT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_YEAR_MS = 365 * 24 * 3600 * 1000
+_ROOT = "messages"
+_TIMEOUT_S = 600.0
+
+
+def _record(i: int) -> dict[str, Any]:
+    return {"id": f"r{i}", "kind": "note", "text": "hello world", "done": False, "by": "bench"}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _latencies(written: list[float], arrived: list[float]) -> dict[str, float]:
+    lat = [a - w for w, a in zip(written, arrived, strict=True)]
+    cuts = statistics.quantiles(lat, n=100)
+    return {"p50_ms": _ms(cuts[49]), "p99_ms": _ms(cuts[98])}
+
+
+def _prefix_len(size: int) -> int:
+    n = 1
+    while size > 0x7F:
+        size >>= 7
+        n += 1
+    return n
+
+
+class _Arrivals:
+    """When each record reached a reader's map (records arrive in write order).
+
+    ``notify`` is called once the map holds ``target`` entries.
+    """
+
+    def __init__(self, ymap: Map[Any], target: int, notify: Callable[[], None]) -> None:
+        self.map = ymap
+        self.count = len(ymap)
+        self.times: list[float] = []
+        self.target = target
+        self.notify = notify
+        self.subscription = ymap.observe(self._on_event)
+        if self.count >= target:
+            notify()
+
+    def _on_event(self, event: MapEvent) -> None:
+        now = time.perf_counter()
+        added = len(event.keys)  # type: ignore[attr-defined]
+        self.times.extend([now] * added)
+        self.count += added
+        if self.count >= self.target:
+            self.notify()
+
+    def stop(self) -> None:
+        self.map.unobserve(self.subscription)
+
+
+# --- TCP bytes from the kernel ----------------------------------------------------------
+
+
+def _tcp_client_bytes(server_port: int) -> dict[int, tuple[int, int]]:
+    """Client-side TCP connections to ``server_port``: local port -> (received, sent)."""
+    if shutil.which("ss") is None:
+        return {}
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", "dport", "=", f":{server_port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    result: dict[int, tuple[int, int]] = {}
+    local_port: int | None = None
+    for line in out.splitlines():
+        if not line[:1].isspace():  # "Recv-Q Send-Q local:port peer:port"
+            parts = line.split()
+            local_port = int(parts[-2].rsplit(":", 1)[1]) if len(parts) >= 4 else None
+            continue
+        if local_port is None:
+            continue
+        stats = dict(item.split(":", 1) for item in line.split() if item.startswith("bytes_"))
+        received = int(stats.get("bytes_received", 0))
+        sent = int(stats.get("bytes_sent", stats.get("bytes_acked", 0)))
+        result[local_port] = (received, sent)
+        local_port = None
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- ours: a mesh of engine drivers ------------------------------------------------------
+
+
+class _Counting:
+    """A FrameStream that counts framed bytes (length prefix + frame) both ways."""
+
+    def __init__(self, inner: FrameStream) -> None:
+        self.inner = inner
+        self.peer = inner.peer
+        self.sent = 0
+        self.received = 0
+
+    async def send(self, frame: bytes) -> None:
+        self.sent += len(frame) + _prefix_len(len(frame))
+        await self.inner.send(frame)
+
+    async def receive(self) -> bytes:
+        frame = await self.inner.receive()
+        self.received += len(frame) + _prefix_len(len(frame))
+        return frame
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def reset(self) -> None:
+        await self.inner.reset()
+
+
+@dataclass
+class _Node:
+    identity: Identity
+    replica: Replica
+    driver: EngineDriver
+    host: Any = None
+    scope: trio.CancelScope | None = None
+    stream: _Counting | None = None
+    local_port: int | None = None
+
+    @property
+    def messages(self) -> Map[Any]:
+        ymap: Map[Any] = self.replica.doc(SHARED).get(_ROOT, type=Map)
+        return ymap
+
+
+@dataclass
+class _Mesh:
+    """A runtime and devices, each with its own SQLite store (WAL, synchronous=FULL).
+
+    ``p2p``: the runtime is ``agentmesh runtime`` (``python -m nodes runtime``) in a
+    subprocess, listening on 127.0.0.1; the devices dial it with their own libp2p
+    hosts. ``mem``: the runtime's EngineDriver runs in this trio run and sessions are
+    in-memory FrameStream pairs. Devices always run here, one EngineDriver each.
+    """
+
+    transport: str
+    folder: Path
+    nursery: trio.Nursery
+    stack: AsyncExitStack
+    stores: ExitStack
+    devices: list[_Node] = field(default_factory=list)
+    runtime_key: bytes = b""
+    runtime: _Node | None = None
+    runtime_port: int = 0
+    runtime_addr: str = ""
+
+    async def start(self, n_devices: int) -> None:
+        from nodes.datadir import DataDir
+        from nodes.membership_ops import certificate_for
+        from nodes.setup import init_runtime, open_node
+
+        datadir = DataDir(self.folder / "runtime")
+        now = wall_ms()
+        init_runtime(datadir, now)
+        node = open_node(datadir)
+        engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
+        identities = [Identity.generate() for _ in range(n_devices)]
+        caps = frozenset({READ, WRITE, APPROVE})
+        for i, identity in enumerate(identities):
+            cert = certificate_for(
+                datadir, node.replica.mesh_id, identity.public_key, caps, f"d{i}", now, _YEAR_MS
+            )
+            engine.admit(cert, now)
+        node.replica.store.commit()
+        mesh_id = node.replica.mesh_id
+        entries = list(node.replica.membership.entries)
+        self.runtime_key = node.identity.public_key
+        if self.transport == "mem":
+            self.runtime = _Node(node.identity, node.replica, EngineDriver(engine))
+            self.stores.callback(node.close)
+            self.nursery.start_soon(self.runtime.driver.run)
+        else:
+            node.close()
+            await self._start_runtime_process(datadir.path)
+        for i, identity in enumerate(identities):
+            dev = Replica(
+                mesh_id=mesh_id,
+                store=SqliteStore(self.folder / f"device{i}.sqlite"),
+                author=identity,
+            )
+            dev.load()
+            for entry in entries:
+                dev.add_log_entry(entry)
+            dev.store.commit()
+            self.stores.callback(dev.store.close)
+            driver = EngineDriver(
+                Engine(dev, identity, DEVICE_ROLE, pinned_runtime=self.runtime_key)
+            )
+            device = _Node(identity, dev, driver)
+            device.messages  # noqa: B018  (declare the document before observers attach)
+            self.nursery.start_soon(driver.run)
+            self.devices.append(device)
+
+    async def _start_runtime_process(self, data_dir: Path) -> None:
+        self.runtime_port = _free_port()
+        with (self.folder / "runtime.log").open("w") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nodes",
+                    "runtime",
+                    "--listen",
+                    f"/ip4/127.0.0.1/tcp/{self.runtime_port}",
+                    "--data-dir",
+                    str(data_dir),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        self.stack.callback(_stop_process, proc)
+        assert proc.stdout is not None
+        with trio.fail_after(60):
+            while not self.runtime_addr:
+                line = await trio.to_thread.run_sync(proc.stdout.readline)
+                if not line:
+                    raise RuntimeError(f"agentmesh runtime exited; see {self.folder}/runtime.log")
+                if line.startswith("listening "):
+                    self.runtime_addr = line.split()[1]
+
+    async def connect(self, node: _Node) -> None:
+        """Open a sync session from ``node`` to the runtime (returns once it runs)."""
+        if self.runtime is not None:
+            at_device, at_runtime = memory_stream_pair(node.identity.public_key, self.runtime_key)
+            stream: FrameStream = at_device
+            self.nursery.start_soon(self.runtime.driver.run_session, at_runtime)
+        else:
+            stream = await self._dial(node)
+        node.stream = _Counting(stream)
+        scope = node.scope = trio.CancelScope()
+
+        async def session() -> None:
+            assert node.stream is not None
+            with scope:
+                await node.driver.run_session(node.stream)
+
+        self.nursery.start_soon(session)
+
+    async def _dial(self, node: _Node) -> FrameStream:
+        import multiaddr
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
+
+        if node.host is None:
+            node.host = build_host(node.identity)
+            await self.stack.enter_async_context(node.host.run(listen_addrs=[]))
+            self.stack.push_async_callback(_close_host, node.host)
+        info = info_from_p2p_addr(multiaddr.Multiaddr(self.runtime_addr))
+        before = set(_tcp_client_bytes(self.runtime_port))
+        with trio.fail_after(30):
+            await node.host.connect(info)
+            stream = await node.host.new_stream(info.peer_id, [SYNC_PROTOCOL])
+        new = set(_tcp_client_bytes(self.runtime_port)) - before
+        node.local_port = new.pop() if len(new) == 1 else None
+        return Libp2pFrameStream(stream)
+
+    async def disconnect(self, node: _Node) -> None:
+        """End ``node``'s session and, over libp2p, its connection."""
+        if node.scope is not None:
+            node.scope.cancel()
+            node.scope = None
+        if node.host is not None:
+            import multiaddr
+            from libp2p.peer.peerinfo import info_from_p2p_addr
+
+            info = info_from_p2p_addr(multiaddr.Multiaddr(self.runtime_addr))
+            await node.host.disconnect(info.peer_id)
+        await trio.sleep(0.05)
+
+    async def wait_synced(self, nodes: list[_Node], count: int) -> None:
+        """Wait until every node in ``nodes`` holds ``count`` records."""
+        with trio.fail_after(_TIMEOUT_S):
+            while any(len(n.messages) < count for n in nodes):
+                await trio.sleep(0.005)
+
+    async def wait_runtime_holds(self, writer: _Node) -> None:
+        """Wait until the runtime has durably acknowledged everything ``writer`` wrote."""
+        with trio.fail_after(_TIMEOUT_S):
+            while True:
+                status = writer.driver.engine.status(self.runtime_key)
+                if status.ready and status.they_lack == 0 and status.unacked_batches == 0:
+                    return
+                await trio.sleep(0.01)
+
+
+def _stop_process(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+async def _close_host(host: Any) -> None:
+    with trio.CancelScope(shield=True):
+        await host.close()
+
+
+async def _write(
+    driver: EngineDriver, start: int, n: int, written: list[float], rate: float | None = None
+) -> None:
+    """``n`` records, each its own transaction; yields after each (paced if ``rate``)."""
+    begin = time.perf_counter()
+    for i in range(start, start + n):
+        if rate is not None:
+            delay = begin + (i - start) / rate - time.perf_counter()
+            if delay > 0:
+                await trio.sleep(delay)
+        with driver.transact(SHARED) as ydoc:
+            ydoc.get(_ROOT, type=Map)[f"r{i}"] = _record(i)
+        written.append(time.perf_counter())
+        await trio.sleep(0)
+
+
+@asynccontextmanager
+async def _mesh(transport: str, folder: Path, n_devices: int) -> AsyncIterator[_Mesh]:
+    folder.mkdir(parents=True)
+    with ExitStack() as stores:  # closed last: drivers flush once more when cancelled
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            mesh = _Mesh(transport, folder, nursery, stack, stores)
+            await mesh.start(n_devices)
+            try:
+                yield mesh
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _ours_stream(transport: str, folder: Path, n: int, rate: float | None) -> dict[str, Any]:
+    async with _mesh(transport, folder, 2) as mesh:
+        writer, reader = mesh.devices
+        await mesh.connect(writer)
+        await mesh.connect(reader)
+        await trio.sleep(0.2)
+        done = trio.Event()
+        arrivals = _Arrivals(reader.messages, n, done.set)
+        written: list[float] = []
+        start = time.perf_counter()
+        with trio.fail_after(_TIMEOUT_S):
+            await _write(writer.driver, 0, n, written, rate)
+            await done.wait()
+        arrivals.stop()
+        elapsed = arrivals.times[-1] - start
+        return {"records_per_s": round(n / elapsed), **_latencies(written, arrivals.times[:n])}
+
+
+async def _ours_w2(transport: str, folder: Path, base: int, n: int) -> dict[str, Any]:
+    async with _mesh(transport, folder, 2) as mesh:
+        writer, reader = mesh.devices
+        await mesh.connect(writer)
+        await mesh.connect(reader)
+        written: list[float] = []
+        await _write(writer.driver, 0, base, written)
+        await mesh.wait_synced([reader], base)
+        await trio.sleep(0.2)  # let the last acknowledgements land
+        await mesh.disconnect(reader)
+        await _write(writer.driver, base, n, written)
+        await mesh.wait_runtime_holds(writer)
+        await trio.sleep(0.2)
+        done = trio.Event()
+        arrivals = _Arrivals(reader.messages, base + n, done.set)
+        start = time.perf_counter()
+        with trio.fail_after(_TIMEOUT_S):
+            await mesh.connect(reader)
+            await done.wait()
+        elapsed = time.perf_counter() - start
+        arrivals.stop()
+        tcp = _tcp_client_bytes(mesh.runtime_port).get(reader.local_port or -1)
+        assert reader.stream is not None
+        result: dict[str, Any] = {
+            "seconds": round(elapsed, 3),
+            "framed_bytes_to_reader": reader.stream.received,
+            "framed_bytes_from_reader": reader.stream.sent,
+        }
+        if tcp is not None:
+            result["tcp_bytes_to_reader"], result["tcp_bytes_from_reader"] = tcp
+        yjs = writer.replica.doc(SHARED).get_update(Doc().get_state())
+        result["yjs_full_update_bytes"] = len(yjs)
+        return result
+
+
+async def _ours_w3(transport: str, folder: Path, readers: int, n: int) -> dict[str, Any]:
+    async with _mesh(transport, folder, readers + 1) as mesh:
+        writer, *rest = mesh.devices
+        for node in mesh.devices:
+            await mesh.connect(node)
+        await trio.sleep(0.5)
+        remaining = [len(rest)]
+        done = trio.Event()
+
+        def one_done() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.set()
+
+        watchers = [_Arrivals(node.messages, n, one_done) for node in rest]
+        written: list[float] = []
+        start = time.perf_counter()
+        with trio.fail_after(_TIMEOUT_S):
+            await _write(writer.driver, 0, n, written)
+            await done.wait()
+        elapsed = max(w.times[n - 1] for w in watchers) - start
+        for w in watchers:
+            w.stop()
+        return {"seconds": round(elapsed, 3)}
+
+
+async def _ours(transport: str, folder: Path) -> dict[str, Any]:
+    w1 = await _ours_stream(transport, folder / "w1", W1_RECORDS, None)
+    w1p = await _ours_stream(transport, folder / "w1p", W1P_RECORDS, W1P_RATE)
+    w2 = await _ours_w2(transport, folder / "w2", W2_BASE, W2_RECORDS)
+    w3 = await _ours_w3(transport, folder / "w3", W3_READERS, W3_RECORDS)
+    return _figures(w1, w1p, w2, w3)
+
+
+def _figures(
+    w1: dict[str, Any], w1p: dict[str, Any], w2: dict[str, Any], w3: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "w1_records_per_s": w1["records_per_s"],
+        "w1_latency_p50_ms": w1["p50_ms"],
+        "w1_latency_p99_ms": w1["p99_ms"],
+        "w1p_latency_p50_ms": w1p["p50_ms"],
+        "w1p_latency_p99_ms": w1p["p99_ms"],
+        "w3_seconds": w3["seconds"],
+    }
+    out.update({f"w2_{key}": value for key, value in w2.items()})
+    return out
+
+
+# --- pycrdt-websocket ----------------------------------------------------------------------
+
+
+def pycrdt_websocket_server(port: int) -> None:
+    """Run pycrdt-websocket's server, as documented, until killed (subprocess entry)."""
+    from hypercorn import Config
+    from hypercorn.asyncio import serve
+    from pycrdt.websocket import ASGIServer, WebsocketServer
+
+    async def main() -> None:
+        websocket_server = WebsocketServer()
+        app = ASGIServer(websocket_server)
+        config = Config()
+        config.bind = [f"127.0.0.1:{port}"]
+        config.loglevel = "WARNING"
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with websocket_server:
+            await serve(app, config, mode="asgi", shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+@dataclass
+class _PyClient:
+    doc: Doc[Any]
+    stack: AsyncExitStack
+    channel: Any = None
+
+    @property
+    def messages(self) -> Map[Any]:
+        ymap: Map[Any] = self.doc.get(_ROOT, type=Map)
+        return ymap
+
+
+class _CountingChannel:
+    """pycrdt-websocket's HttpxWebsocket, counting message payload bytes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sent = 0
+        self.received = 0
+
+    @property
+    def path(self) -> str:
+        return str(self.inner.path)
+
+    def __aiter__(self) -> _CountingChannel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except Exception:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: bytes) -> None:
+        self.sent += len(message)
+        await self.inner.send(message)
+
+    async def recv(self) -> bytes:
+        message: bytes = await self.inner.recv()
+        self.received += len(message)
+        return message
+
+
+async def _py_connect(port: int, room: str, doc: Doc[Any] | None = None) -> _PyClient:
+    from httpx_ws import aconnect_ws
+    from pycrdt import Provider
+    from pycrdt.websocket.websocket import HttpxWebsocket
+
+    doc = doc if doc is not None else Doc()
+    doc.get(_ROOT, type=Map)
+    stack = AsyncExitStack()
+    websocket: Any = await stack.enter_async_context(
+        aconnect_ws(
+            f"http://127.0.0.1:{port}/{room}", max_message_size_bytes=PYCRDT_MAX_MESSAGE_BYTES
+        )
+    )
+    client = _PyClient(doc, stack, _CountingChannel(HttpxWebsocket(websocket, room)))
+    provider = Provider(doc, client.channel)
+    await stack.enter_async_context(provider)
+    await asyncio.wait_for(provider.synced.wait(), _TIMEOUT_S)
+    return client
+
+
+async def _py_write(
+    doc: Doc[Any], start: int, n: int, written: list[float], rate: float | None = None
+) -> None:
+    ymap = doc.get(_ROOT, type=Map)
+    begin = time.perf_counter()
+    for i in range(start, start + n):
+        if rate is not None:
+            delay = begin + (i - start) / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        with doc.transaction():
+            ymap[f"r{i}"] = _record(i)
+        written.append(time.perf_counter())
+        await asyncio.sleep(0)
+
+
+async def _py_wait(clients: list[_PyClient], count: int) -> None:
+    deadline = time.perf_counter() + _TIMEOUT_S
+    while any(len(c.messages) < count for c in clients):
+        if time.perf_counter() > deadline:
+            raise TimeoutError("pycrdt-websocket clients did not converge")
+        await asyncio.sleep(0.005)
+
+
+async def _py_stream(port: int, room: str, n: int, rate: float | None) -> dict[str, Any]:
+    writer = await _py_connect(port, room)
+    reader = await _py_connect(port, room)
+    await asyncio.sleep(0.2)
+    done = asyncio.Event()
+    arrivals = _Arrivals(reader.messages, n, done.set)
+    written: list[float] = []
+    start = time.perf_counter()
+    await _py_write(writer.doc, 0, n, written, rate)
+    await asyncio.wait_for(done.wait(), _TIMEOUT_S)
+    arrivals.stop()
+    await reader.stack.aclose()
+    await writer.stack.aclose()
+    elapsed = arrivals.times[-1] - start
+    return {"records_per_s": round(n / elapsed), **_latencies(written, arrivals.times[:n])}
+
+
+async def _py_w2(port: int, room: str, base: int, n: int) -> dict[str, Any]:
+    writer = await _py_connect(port, room)
+    reader = await _py_connect(port, room)
+    written: list[float] = []
+    await _py_write(writer.doc, 0, base, written)
+    await _py_wait([reader], base)
+    await asyncio.sleep(0.2)
+    await reader.stack.aclose()
+    await _py_write(writer.doc, base, n, written)
+    # The server holds everything once a fresh client receives it all (not timed).
+    probe = await _py_connect(port, room)
+    await _py_wait([probe], base + n)
+    await probe.stack.aclose()
+    await asyncio.sleep(0.2)
+    done = asyncio.Event()
+    arrivals = _Arrivals(reader.messages, base + n, done.set)
+    before = set(_tcp_client_bytes(port))
+    start = time.perf_counter()
+    again = await _py_connect(port, room, reader.doc)
+    await asyncio.wait_for(done.wait(), _TIMEOUT_S)
+    elapsed = time.perf_counter() - start
+    arrivals.stop()
+    tcp_now = _tcp_client_bytes(port)
+    new = set(tcp_now) - before
+    channel = again.channel
+    result: dict[str, Any] = {
+        "seconds": round(elapsed, 3),
+        "framed_bytes_to_reader": channel.received,
+        "framed_bytes_from_reader": channel.sent,
+    }
+    if len(new) == 1:
+        result["tcp_bytes_to_reader"], result["tcp_bytes_from_reader"] = tcp_now[new.pop()]
+    await again.stack.aclose()
+    await writer.stack.aclose()
+    return result
+
+
+async def _py_w3(port: int, room: str, readers: int, n: int) -> dict[str, Any]:
+    writer = await _py_connect(port, room)
+    rest = [await _py_connect(port, room) for _ in range(readers)]
+    await asyncio.sleep(0.5)
+    remaining = [len(rest)]
+    done = asyncio.Event()
+
+    def one_done() -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            done.set()
+
+    watchers = [_Arrivals(c.messages, n, one_done) for c in rest]
+    written: list[float] = []
+    start = time.perf_counter()
+    await _py_write(writer.doc, 0, n, written)
+    await asyncio.wait_for(done.wait(), _TIMEOUT_S)
+    elapsed = max(w.times[n - 1] for w in watchers) - start
+    for w in watchers:
+        w.stop()
+    for client in reversed([writer, *rest]):  # anyio scopes close in reverse order
+        await client.stack.aclose()
+    return {"seconds": round(elapsed, 3)}
+
+
+def _pycrdt_websocket() -> dict[str, Any]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from benchmarks.network import pycrdt_websocket_server as s;"
+            " s(int(sys.argv[1]))",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("pycrdt-websocket server did not start") from None
+                time.sleep(0.05)
+
+        async def all_workloads() -> dict[str, Any]:
+            w1 = await _py_stream(port, "w1", W1_RECORDS, None)
+            w1p = await _py_stream(port, "w1p", W1P_RECORDS, W1P_RATE)
+            w2 = await _py_w2(port, "w2", W2_BASE, W2_RECORDS)
+            w3 = await _py_w3(port, "w3", W3_READERS, W3_RECORDS)
+            return _figures(w1, w1p, w2, w3)
+
+        return asyncio.run(all_workloads())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    versions: dict[str, str | None] = {}
+    for package in ("pycrdt", "libp2p", "pycrdt-websocket", "hypercorn", "httpx-ws", "trio"):
+        try:
+            versions[package] = version(package)
+        except Exception:
+            versions[package] = None
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def _ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 4) if b else float("inf")
+
+    bytes_key = "w2_tcp_bytes_to_reader"
+    if bytes_key not in ours or bytes_key not in theirs:
+        bytes_key = "w2_framed_bytes_to_reader"
+    values = {
+        "w1_ratio_vs_pycrdt_websocket": ratio(ours["w1_records_per_s"], theirs["w1_records_per_s"]),
+        "w1p_p99_ratio_vs_pycrdt_websocket": ratio(
+            ours["w1p_latency_p99_ms"], theirs["w1p_latency_p99_ms"]
+        ),
+        "w2_time_ratio_vs_pycrdt_websocket": ratio(ours["w2_seconds"], theirs["w2_seconds"]),
+        "w2_bytes_ratio_vs_pycrdt_websocket": ratio(ours[bytes_key], theirs[bytes_key]),
+        "w3_time_ratio_vs_pycrdt_websocket": ratio(ours["w3_seconds"], theirs["w3_seconds"]),
+    }
+    met = {}
+    for name, (op, target) in TARGETS.items():
+        met[name] = values[name] >= target if op == ">=" else values[name] <= target
+    return {
+        **values,
+        "w2_bytes_ratio_measured_on": bytes_key,
+        "w2_framed_bytes_ratio_vs_pycrdt_websocket": ratio(
+            ours["w2_framed_bytes_to_reader"], theirs["w2_framed_bytes_to_reader"]
+        ),
+        "targets": {name: f"{op} {target}" for name, (op, target) in TARGETS.items()},
+        "targets_met": met,
+    }
+
+
+def run() -> dict[str, Any]:
+    """All workloads through ours over libp2p, ours in memory, and pycrdt-websocket."""
+    from mesh.transport.libp2p import quiet_libp2p_logging
+
+    quiet_libp2p_logging()
+    with tempfile.TemporaryDirectory(prefix="agentmesh-bench-net-") as tmp:
+
+        async def ours() -> tuple[dict[str, Any], dict[str, Any]]:
+            p2p = await _ours("p2p", Path(tmp) / "p2p")
+            mem = await _ours("mem", Path(tmp) / "mem")
+            return p2p, mem
+
+        p2p, mem = trio.run(ours)
+    theirs = _pycrdt_websocket()
+    return {
+        "benchmark": "network",
+        "machine": _machine(),
+        "workloads": {
+            "w1_records": W1_RECORDS,
+            "w1p_records": W1P_RECORDS,
+            "w1p_rate_per_s": W1P_RATE,
+            "w2_base_records": W2_BASE,
+            "w2_records": W2_RECORDS,
+            "w3_readers": W3_READERS,
+            "w3_records": W3_RECORDS,
+        },
+        "batching": {
+            "max_txns_per_envelope": limits.MAX_TXNS_PER_ENVELOPE,
+            "max_batch_delay_ms": limits.MAX_BATCH_DELAY_MS,
+            "max_envelopes_per_batch": limits.MAX_ENVELOPES_PER_BATCH,
+            "max_batch_bytes": limits.MAX_BATCH_BYTES,
+            "max_unacked_batches": limits.MAX_UNACKED_BATCHES,
+        },
+        "p2p": p2p,
+        "mem": mem,
+        "pycrdt_websocket": theirs,
+        **_ratios(p2p, theirs),
+    }

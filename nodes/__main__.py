@@ -1,0 +1,5 @@
+"""``python -m nodes`` runs the agentmesh CLI."""
+
+from nodes.cli import main
+
+main()
