@@ -46,6 +46,7 @@ The W2 byte ratio's target is checked on TCP bytes to the reader.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -137,7 +138,7 @@ class _Arrivals:
             notify()
 
     def _on_event(self, event: MapEvent) -> None:
-        now = time.perf_counter()
+        now = time.monotonic()
         added = len(event.keys)  # type: ignore[attr-defined]
         self.times.extend([now] * added)
         self.count += added
@@ -185,7 +186,7 @@ def _free_port() -> int:
         return port
 
 
-# --- ours: a mesh of engine drivers ------------------------------------------------------
+# --- ours: nodes ---------------------------------------------------------------------------
 
 
 class _Counting:
@@ -214,286 +215,502 @@ class _Counting:
 
 
 @dataclass
-class _Node:
-    identity: Identity
-    replica: Replica
-    driver: EngineDriver
-    host: Any = None
-    scope: trio.CancelScope | None = None
-    stream: _Counting | None = None
-    local_port: int | None = None
+class _Runtime:
+    """A prepared runtime data dir: mesh, membership and the devices' identities."""
 
-    @property
-    def messages(self) -> Map[Any]:
-        ymap: Map[Any] = self.replica.doc(SHARED).get(_ROOT, type=Map)
-        return ymap
+    datadir: Any
+    key: bytes
+    mesh_id: bytes
+    entries: list[bytes]
+    devices: list[Identity]
 
 
-@dataclass
-class _Mesh:
-    """A runtime and devices, each with its own SQLite store (WAL, synchronous=FULL).
+def _prepare_runtime(folder: Path, n_devices: int) -> _Runtime:
+    """``agentmesh init`` and ``devices add`` for ``n_devices`` (through their functions)."""
+    from nodes.datadir import DataDir
+    from nodes.membership_ops import certificate_for
+    from nodes.setup import init_runtime, open_node
 
-    ``p2p``: the runtime is ``agentmesh runtime`` (``python -m nodes runtime``) in a
-    subprocess, listening on 127.0.0.1; the devices dial it with their own libp2p
-    hosts. ``mem``: the runtime's EngineDriver runs in this trio run and sessions are
-    in-memory FrameStream pairs. Devices always run here, one EngineDriver each.
-    """
-
-    transport: str
-    folder: Path
-    nursery: trio.Nursery
-    stack: AsyncExitStack
-    stores: ExitStack
-    devices: list[_Node] = field(default_factory=list)
-    runtime_key: bytes = b""
-    runtime: _Node | None = None
-    runtime_port: int = 0
-    runtime_addr: str = ""
-
-    async def start(self, n_devices: int) -> None:
-        from nodes.datadir import DataDir
-        from nodes.membership_ops import certificate_for
-        from nodes.setup import init_runtime, open_node
-
-        datadir = DataDir(self.folder / "runtime")
-        now = wall_ms()
-        init_runtime(datadir, now)
-        node = open_node(datadir)
-        engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
-        identities = [Identity.generate() for _ in range(n_devices)]
-        caps = frozenset({READ, WRITE, APPROVE})
-        for i, identity in enumerate(identities):
-            cert = certificate_for(
-                datadir, node.replica.mesh_id, identity.public_key, caps, f"d{i}", now, _YEAR_MS
-            )
-            engine.admit(cert, now)
-        node.replica.store.commit()
+    datadir = DataDir(folder / "runtime")
+    now = wall_ms()
+    init_runtime(datadir, now)
+    node = open_node(datadir)
+    engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
+    identities = [Identity.generate() for _ in range(n_devices)]
+    caps = frozenset({READ, WRITE, APPROVE})
+    for i, identity in enumerate(identities):
         mesh_id = node.replica.mesh_id
-        entries = list(node.replica.membership.entries)
-        self.runtime_key = node.identity.public_key
-        if self.transport == "mem":
-            self.runtime = _Node(node.identity, node.replica, EngineDriver(engine))
-            self.stores.callback(node.close)
-            self.nursery.start_soon(self.runtime.driver.run)
-        else:
-            node.close()
-            await self._start_runtime_process(datadir.path)
-        for i, identity in enumerate(identities):
-            dev = Replica(
-                mesh_id=mesh_id,
-                store=SqliteStore(self.folder / f"device{i}.sqlite"),
-                author=identity,
-            )
-            dev.load()
-            for entry in entries:
-                dev.add_log_entry(entry)
-            dev.store.commit()
-            self.stores.callback(dev.store.close)
-            driver = EngineDriver(
-                Engine(dev, identity, DEVICE_ROLE, pinned_runtime=self.runtime_key)
-            )
-            device = _Node(identity, dev, driver)
-            device.messages  # noqa: B018  (declare the document before observers attach)
-            self.nursery.start_soon(driver.run)
-            self.devices.append(device)
-
-    async def _start_runtime_process(self, data_dir: Path) -> None:
-        self.runtime_port = _free_port()
-        with (self.folder / "runtime.log").open("w") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "nodes",
-                    "runtime",
-                    "--listen",
-                    f"/ip4/127.0.0.1/tcp/{self.runtime_port}",
-                    "--data-dir",
-                    str(data_dir),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        self.stack.callback(_stop_process, proc)
-        assert proc.stdout is not None
-        with trio.fail_after(60):
-            while not self.runtime_addr:
-                line = await trio.to_thread.run_sync(proc.stdout.readline)
-                if not line:
-                    raise RuntimeError(f"agentmesh runtime exited; see {self.folder}/runtime.log")
-                if line.startswith("listening "):
-                    self.runtime_addr = line.split()[1]
-
-    async def connect(self, node: _Node) -> None:
-        """Open a sync session from ``node`` to the runtime (returns once it runs)."""
-        if self.runtime is not None:
-            at_device, at_runtime = memory_stream_pair(node.identity.public_key, self.runtime_key)
-            stream: FrameStream = at_device
-            self.nursery.start_soon(self.runtime.driver.run_session, at_runtime)
-        else:
-            stream = await self._dial(node)
-        node.stream = _Counting(stream)
-        scope = node.scope = trio.CancelScope()
-
-        async def session() -> None:
-            assert node.stream is not None
-            with scope:
-                await node.driver.run_session(node.stream)
-
-        self.nursery.start_soon(session)
-
-    async def _dial(self, node: _Node) -> FrameStream:
-        import multiaddr
-        from libp2p.peer.peerinfo import info_from_p2p_addr
-
-        from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
-
-        if node.host is None:
-            node.host = build_host(node.identity)
-            await self.stack.enter_async_context(node.host.run(listen_addrs=[]))
-            self.stack.push_async_callback(_close_host, node.host)
-        info = info_from_p2p_addr(multiaddr.Multiaddr(self.runtime_addr))
-        before = set(_tcp_client_bytes(self.runtime_port))
-        with trio.fail_after(30):
-            await node.host.connect(info)
-            stream = await node.host.new_stream(info.peer_id, [SYNC_PROTOCOL])
-        new = set(_tcp_client_bytes(self.runtime_port)) - before
-        node.local_port = new.pop() if len(new) == 1 else None
-        return Libp2pFrameStream(stream)
-
-    async def disconnect(self, node: _Node) -> None:
-        """End ``node``'s session and, over libp2p, its connection."""
-        if node.scope is not None:
-            node.scope.cancel()
-            node.scope = None
-        if node.host is not None:
-            import multiaddr
-            from libp2p.peer.peerinfo import info_from_p2p_addr
-
-            info = info_from_p2p_addr(multiaddr.Multiaddr(self.runtime_addr))
-            await node.host.disconnect(info.peer_id)
-        await trio.sleep(0.05)
-
-    async def wait_synced(self, nodes: list[_Node], count: int) -> None:
-        """Wait until every node in ``nodes`` holds ``count`` records."""
-        with trio.fail_after(_TIMEOUT_S):
-            while any(len(n.messages) < count for n in nodes):
-                await trio.sleep(0.005)
-
-    async def wait_runtime_holds(self, writer: _Node) -> None:
-        """Wait until the runtime has durably acknowledged everything ``writer`` wrote."""
-        with trio.fail_after(_TIMEOUT_S):
-            while True:
-                status = writer.driver.engine.status(self.runtime_key)
-                if status.ready and status.they_lack == 0 and status.unacked_batches == 0:
-                    return
-                await trio.sleep(0.01)
+        cert = certificate_for(datadir, mesh_id, identity.public_key, caps, f"d{i}", now, _YEAR_MS)
+        engine.admit(cert, now)
+    entries = [entry.raw for entry in node.replica.membership.entries]
+    runtime = _Runtime(datadir, node.identity.public_key, node.replica.mesh_id, entries, identities)
+    node.close()
+    return runtime
 
 
-def _stop_process(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+def _open_device(
+    identity: Identity, runtime_key: bytes, mesh_id: bytes, entries: list[bytes], path: Path
+) -> EngineDriver:
+    """A device's replica (SQLite, synchronous=FULL), engine and driver."""
+    from mesh.membership.log import decode_entry
+
+    replica = Replica(mesh_id=mesh_id, store=SqliteStore(path), author=identity)
+    replica.load()
+    for raw in entries:
+        replica.add_log_entry(decode_entry(raw))
+    replica.store.commit()
+    replica.doc(SHARED).get(_ROOT, type=Map)
+    return EngineDriver(Engine(replica, identity, DEVICE_ROLE, pinned_runtime=runtime_key))
 
 
-async def _close_host(host: Any) -> None:
-    with trio.CancelScope(shield=True):
-        await host.close()
+def _messages(driver: EngineDriver) -> Map[Any]:
+    ymap: Map[Any] = driver.engine.replica.doc(SHARED).get(_ROOT, type=Map)
+    return ymap
 
 
 async def _write(
     driver: EngineDriver, start: int, n: int, written: list[float], rate: float | None = None
 ) -> None:
     """``n`` records, each its own transaction; yields after each (paced if ``rate``)."""
-    begin = time.perf_counter()
+    begin = time.monotonic()
     for i in range(start, start + n):
         if rate is not None:
-            delay = begin + (i - start) / rate - time.perf_counter()
+            delay = begin + (i - start) / rate - time.monotonic()
             if delay > 0:
                 await trio.sleep(delay)
         with driver.transact(SHARED) as ydoc:
             ydoc.get(_ROOT, type=Map)[f"r{i}"] = _record(i)
-        written.append(time.perf_counter())
+        written.append(time.monotonic())
         await trio.sleep(0)
 
 
+async def _wait_runtime_holds(driver: EngineDriver, runtime_key: bytes) -> None:
+    """Until the runtime has durably acknowledged everything this device wrote."""
+    with trio.fail_after(_TIMEOUT_S):
+        while True:
+            status = driver.engine.status(runtime_key)
+            if status.ready and status.they_lack == 0 and status.unacked_batches == 0:
+                return
+            await trio.sleep(0.01)
+
+
+# --- p2p: every node in its own process --------------------------------------------------------
+
+
+def device_worker() -> None:
+    """A device node in its own process, driven by JSON lines on stdin (subprocess entry).
+
+    The first line configures it; each later line is a command answered by one line.
+    """
+    from mesh.transport.libp2p import quiet_libp2p_logging
+
+    quiet_libp2p_logging()
+    config = json.loads(sys.stdin.readline())
+    trio.run(_device_worker, config)
+
+
+async def _device_worker(config: dict[str, Any]) -> None:
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
+
+    identity = Identity.from_seed(bytes.fromhex(config["seed"]))
+    runtime_key = bytes.fromhex(config["runtime_key"])
+    entries = [bytes.fromhex(e) for e in config["entries"]]
+    driver = _open_device(
+        identity, runtime_key, bytes.fromhex(config["mesh_id"]), entries, Path(config["store"])
+    )
+    info = info_from_p2p_addr(multiaddr.Multiaddr(config["runtime_addr"]))
+    port = int(config["runtime_addr"].split("/tcp/")[1].split("/")[0])
+    host = build_host(identity)
+    stream: _Counting | None = None
+    local_port: int | None = None
+    scope: trio.CancelScope | None = None
+    watch: _Arrivals | None = None
+    reached = trio.Event()
+
+    def reply(value: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(value) + "\n")
+        sys.stdout.flush()
+
+    async with host.run(listen_addrs=[]), trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        reply({"ready": True})
+        while True:
+            line = await trio.to_thread.run_sync(sys.stdin.readline)
+            if not line:
+                break
+            command = json.loads(line)
+            op = command["op"]
+            if op == "connect":
+                started = time.monotonic()
+                before = set(_tcp_client_bytes(port))
+                with trio.fail_after(30):
+                    await host.connect(info)
+                    raw = await host.new_stream(info.peer_id, [SYNC_PROTOCOL])
+                new = set(_tcp_client_bytes(port)) - before
+                local_port = new.pop() if len(new) == 1 else None
+                counting = stream = _Counting(Libp2pFrameStream(raw))
+                session_scope = scope = trio.CancelScope()
+
+                async def session(
+                    s: _Counting = counting, c: trio.CancelScope = session_scope
+                ) -> None:
+                    with c:
+                        await driver.run_session(s)
+
+                nursery.start_soon(session)
+                reply({"started": started})
+            elif op == "disconnect":
+                if scope is not None:
+                    scope.cancel()
+                await host.disconnect(info.peer_id)
+                await trio.sleep(0.05)
+                reply({})
+            elif op == "watch":
+                reached = trio.Event()
+                watch = _Arrivals(_messages(driver), command["target"], reached.set)
+                reply({})
+            elif op == "wait":
+                with trio.fail_after(_TIMEOUT_S):
+                    await reached.wait()
+                assert watch is not None and stream is not None
+                tcp = _tcp_client_bytes(port).get(local_port or -1)
+                watch.stop()
+                reply(
+                    {
+                        "times": watch.times,
+                        "framed_received": stream.received,
+                        "framed_sent": stream.sent,
+                        "tcp": tcp,
+                    }
+                )
+            elif op == "write":
+                written: list[float] = []
+                started = time.monotonic()
+                await _write(driver, command["start"], command["n"], written, command["rate"])
+                reply({"started": started, "written": written})
+            elif op == "runtime_holds":
+                await _wait_runtime_holds(driver, runtime_key)
+                reply({})
+            elif op == "yjs_bytes":
+                update = driver.engine.replica.doc(SHARED).get_update(Doc().get_state())
+                reply({"bytes": len(update)})
+            elif op == "quit":
+                break
+        nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await host.close()
+    driver.engine.replica.store.commit()
+    driver.engine.replica.store.close()
+
+
+class _Worker:
+    """A ``device_worker`` subprocess."""
+
+    def __init__(self, config: dict[str, Any], log: Path) -> None:
+        with log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from benchmarks.network import device_worker; device_worker()",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        self.log = log
+        self.send(config)
+
+    def send(self, value: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(value) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"device worker exited; see {self.log}")
+        value: dict[str, Any] = json.loads(line)
+        return value
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        self.send({"op": op, **args})
+        return self.answer()
+
+    def stop(self) -> None:
+        try:
+            self.send({"op": "quit"})
+            self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _P2PMesh:
+    """``agentmesh runtime`` and one device worker per device, all on 127.0.0.1."""
+
+    def __init__(self, folder: Path, n_devices: int) -> None:
+        folder.mkdir(parents=True)
+        self.folder = folder
+        self.runtime = _prepare_runtime(folder, n_devices)
+        port = _free_port()
+        self.runtime_port = port
+        with (folder / "runtime.log").open("w") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nodes",
+                    "runtime",
+                    "--listen",
+                    f"/ip4/127.0.0.1/tcp/{port}",
+                    "--data-dir",
+                    str(self.runtime.datadir.path),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        self.workers: list[_Worker] = []
+        try:
+            self.address = self._runtime_address()
+            for i, identity in enumerate(self.runtime.devices):
+                config = {
+                    "seed": identity.seed.hex(),
+                    "runtime_key": self.runtime.key.hex(),
+                    "runtime_addr": self.address,
+                    "mesh_id": self.runtime.mesh_id.hex(),
+                    "entries": [e.hex() for e in self.runtime.entries],
+                    "store": str(folder / f"device{i}.sqlite"),
+                }
+                self.workers.append(_Worker(config, folder / f"device{i}.log"))
+            for worker in self.workers:
+                worker.answer()  # ready
+        except BaseException:
+            self.close()
+            raise
+
+    def _runtime_address(self) -> str:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"agentmesh runtime exited; see {self.folder}/runtime.log")
+            if line.startswith("listening "):
+                return line.split()[1]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _p2p_stream(folder: Path, n: int, rate: float | None) -> dict[str, Any]:
+    mesh = _P2PMesh(folder, 2)
+    try:
+        writer, reader = mesh.workers
+        writer.call("connect")
+        reader.call("connect")
+        time.sleep(0.3)
+        reader.call("watch", target=n)
+        wrote = writer.call("write", start=0, n=n, rate=rate)
+        times = reader.call("wait")["times"]
+    finally:
+        mesh.close()
+    elapsed = times[-1] - wrote["started"]
+    return {"records_per_s": round(n / elapsed), **_latencies(wrote["written"], times[:n])}
+
+
+def _p2p_w2(folder: Path, base: int, n: int) -> dict[str, Any]:
+    mesh = _P2PMesh(folder, 2)
+    try:
+        writer, reader = mesh.workers
+        writer.call("connect")
+        reader.call("connect")
+        reader.call("watch", target=base)
+        writer.call("write", start=0, n=base, rate=None)
+        reader.call("wait")
+        time.sleep(0.2)  # let the last acknowledgements land
+        reader.call("disconnect")
+        writer.call("write", start=base, n=n, rate=None)
+        writer.call("runtime_holds")
+        time.sleep(0.2)
+        reader.call("watch", target=base + n)
+        started = reader.call("connect")["started"]
+        done = reader.call("wait")
+        yjs = writer.call("yjs_bytes")["bytes"]
+    finally:
+        mesh.close()
+    result: dict[str, Any] = {
+        "seconds": round(done["times"][-1] - started, 3),
+        "framed_bytes_to_reader": done["framed_received"],
+        "framed_bytes_from_reader": done["framed_sent"],
+    }
+    if done["tcp"] is not None:
+        result["tcp_bytes_to_reader"], result["tcp_bytes_from_reader"] = done["tcp"]
+    result["yjs_full_update_bytes"] = yjs
+    return result
+
+
+def _p2p_w3(folder: Path, readers: int, n: int) -> dict[str, Any]:
+    mesh = _P2PMesh(folder, readers + 1)
+    try:
+        writer, *rest = mesh.workers
+        for worker in mesh.workers:
+            worker.call("connect")
+        time.sleep(0.5)
+        for worker in rest:
+            worker.call("watch", target=n)
+        wrote = writer.call("write", start=0, n=n, rate=None)
+        last = max(worker.call("wait")["times"][n - 1] for worker in rest)
+    finally:
+        mesh.close()
+    return {"seconds": round(last - wrote["started"], 3)}
+
+
+def _p2p(folder: Path) -> dict[str, Any]:
+    w1 = _p2p_stream(folder / "w1", W1_RECORDS, None)
+    w1p = _p2p_stream(folder / "w1p", W1P_RECORDS, W1P_RATE)
+    w2 = _p2p_w2(folder / "w2", W2_BASE, W2_RECORDS)
+    w3 = _p2p_w3(folder / "w3", W3_READERS, W3_RECORDS)
+    return _figures(w1, w1p, w2, w3)
+
+
+# --- mem: every node in this trio run, in-memory streams -------------------------------------
+
+
+@dataclass
+class _MemMesh:
+    """The runtime and devices as EngineDrivers in this trio run, over in-memory streams."""
+
+    nursery: trio.Nursery
+    runtime: EngineDriver
+    runtime_key: bytes
+    devices: list[EngineDriver]
+    streams: dict[int, _Counting] = field(default_factory=dict)
+    scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
+
+    def connect(self, i: int) -> None:
+        device = self.devices[i]
+        at_device, at_runtime = memory_stream_pair(
+            device.engine.identity.public_key, self.runtime_key
+        )
+        self.nursery.start_soon(self.runtime.run_session, at_runtime)
+        stream = self.streams[i] = _Counting(at_device)
+        scope = self.scopes[i] = trio.CancelScope()
+
+        async def session() -> None:
+            with scope:
+                await device.run_session(stream)
+
+        self.nursery.start_soon(session)
+
+    async def disconnect(self, i: int) -> None:
+        self.scopes.pop(i).cancel()
+        await trio.sleep(0.05)
+
+
 @asynccontextmanager
-async def _mesh(transport: str, folder: Path, n_devices: int) -> AsyncIterator[_Mesh]:
+async def _mem_mesh(folder: Path, n_devices: int) -> AsyncIterator[_MemMesh]:
+    from nodes.setup import open_node
+
     folder.mkdir(parents=True)
+    prepared = _prepare_runtime(folder, n_devices)
     with ExitStack() as stores:  # closed last: drivers flush once more when cancelled
-        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            mesh = _Mesh(transport, folder, nursery, stack, stores)
-            await mesh.start(n_devices)
+        node = open_node(prepared.datadir)
+        stores.callback(node.close)
+        runtime = EngineDriver(Engine(node.replica, node.identity, RUNTIME_ROLE))
+        devices = []
+        for i, identity in enumerate(prepared.devices):
+            driver = _open_device(
+                identity,
+                prepared.key,
+                prepared.mesh_id,
+                prepared.entries,
+                folder / f"device{i}.sqlite",
+            )
+            stores.callback(driver.engine.replica.store.close)
+            devices.append(driver)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.run)
+            for driver in devices:
+                nursery.start_soon(driver.run)
             try:
-                yield mesh
+                yield _MemMesh(nursery, runtime, prepared.key, devices)
             finally:
                 nursery.cancel_scope.cancel()
 
 
-async def _ours_stream(transport: str, folder: Path, n: int, rate: float | None) -> dict[str, Any]:
-    async with _mesh(transport, folder, 2) as mesh:
+async def _mem_stream(folder: Path, n: int, rate: float | None) -> dict[str, Any]:
+    async with _mem_mesh(folder, 2) as mesh:
         writer, reader = mesh.devices
-        await mesh.connect(writer)
-        await mesh.connect(reader)
+        mesh.connect(0)
+        mesh.connect(1)
         await trio.sleep(0.2)
         done = trio.Event()
-        arrivals = _Arrivals(reader.messages, n, done.set)
+        arrivals = _Arrivals(_messages(reader), n, done.set)
         written: list[float] = []
-        start = time.perf_counter()
+        start = time.monotonic()
         with trio.fail_after(_TIMEOUT_S):
-            await _write(writer.driver, 0, n, written, rate)
+            await _write(writer, 0, n, written, rate)
             await done.wait()
         arrivals.stop()
         elapsed = arrivals.times[-1] - start
         return {"records_per_s": round(n / elapsed), **_latencies(written, arrivals.times[:n])}
 
 
-async def _ours_w2(transport: str, folder: Path, base: int, n: int) -> dict[str, Any]:
-    async with _mesh(transport, folder, 2) as mesh:
+async def _mem_w2(folder: Path, base: int, n: int) -> dict[str, Any]:
+    async with _mem_mesh(folder, 2) as mesh:
         writer, reader = mesh.devices
-        await mesh.connect(writer)
-        await mesh.connect(reader)
+        mesh.connect(0)
+        mesh.connect(1)
         written: list[float] = []
-        await _write(writer.driver, 0, base, written)
-        await mesh.wait_synced([reader], base)
+        done = trio.Event()
+        arrivals = _Arrivals(_messages(reader), base, done.set)
+        await _write(writer, 0, base, written)
+        with trio.fail_after(_TIMEOUT_S):
+            await done.wait()
+        arrivals.stop()
         await trio.sleep(0.2)  # let the last acknowledgements land
-        await mesh.disconnect(reader)
-        await _write(writer.driver, base, n, written)
-        await mesh.wait_runtime_holds(writer)
+        await mesh.disconnect(1)
+        await _write(writer, base, n, written)
+        await _wait_runtime_holds(writer, mesh.runtime_key)
         await trio.sleep(0.2)
         done = trio.Event()
-        arrivals = _Arrivals(reader.messages, base + n, done.set)
-        start = time.perf_counter()
+        arrivals = _Arrivals(_messages(reader), base + n, done.set)
+        start = time.monotonic()
         with trio.fail_after(_TIMEOUT_S):
-            await mesh.connect(reader)
+            mesh.connect(1)
             await done.wait()
-        elapsed = time.perf_counter() - start
+        elapsed = time.monotonic() - start
         arrivals.stop()
-        tcp = _tcp_client_bytes(mesh.runtime_port).get(reader.local_port or -1)
-        assert reader.stream is not None
-        result: dict[str, Any] = {
+        stream = mesh.streams[1]
+        yjs = writer.engine.replica.doc(SHARED).get_update(Doc().get_state())
+        return {
             "seconds": round(elapsed, 3),
-            "framed_bytes_to_reader": reader.stream.received,
-            "framed_bytes_from_reader": reader.stream.sent,
+            "framed_bytes_to_reader": stream.received,
+            "framed_bytes_from_reader": stream.sent,
+            "yjs_full_update_bytes": len(yjs),
         }
-        if tcp is not None:
-            result["tcp_bytes_to_reader"], result["tcp_bytes_from_reader"] = tcp
-        yjs = writer.replica.doc(SHARED).get_update(Doc().get_state())
-        result["yjs_full_update_bytes"] = len(yjs)
-        return result
 
 
-async def _ours_w3(transport: str, folder: Path, readers: int, n: int) -> dict[str, Any]:
-    async with _mesh(transport, folder, readers + 1) as mesh:
+async def _mem_w3(folder: Path, readers: int, n: int) -> dict[str, Any]:
+    async with _mem_mesh(folder, readers + 1) as mesh:
         writer, *rest = mesh.devices
-        for node in mesh.devices:
-            await mesh.connect(node)
+        for i in range(len(mesh.devices)):
+            mesh.connect(i)
         await trio.sleep(0.5)
         remaining = [len(rest)]
         done = trio.Event()
@@ -503,11 +720,11 @@ async def _ours_w3(transport: str, folder: Path, readers: int, n: int) -> dict[s
             if remaining[0] == 0:
                 done.set()
 
-        watchers = [_Arrivals(node.messages, n, one_done) for node in rest]
+        watchers = [_Arrivals(_messages(node), n, one_done) for node in rest]
         written: list[float] = []
-        start = time.perf_counter()
+        start = time.monotonic()
         with trio.fail_after(_TIMEOUT_S):
-            await _write(writer.driver, 0, n, written)
+            await _write(writer, 0, n, written)
             await done.wait()
         elapsed = max(w.times[n - 1] for w in watchers) - start
         for w in watchers:
@@ -515,11 +732,11 @@ async def _ours_w3(transport: str, folder: Path, readers: int, n: int) -> dict[s
         return {"seconds": round(elapsed, 3)}
 
 
-async def _ours(transport: str, folder: Path) -> dict[str, Any]:
-    w1 = await _ours_stream(transport, folder / "w1", W1_RECORDS, None)
-    w1p = await _ours_stream(transport, folder / "w1p", W1P_RECORDS, W1P_RATE)
-    w2 = await _ours_w2(transport, folder / "w2", W2_BASE, W2_RECORDS)
-    w3 = await _ours_w3(transport, folder / "w3", W3_READERS, W3_RECORDS)
+async def _mem(folder: Path) -> dict[str, Any]:
+    w1 = await _mem_stream(folder / "w1", W1_RECORDS, None)
+    w1p = await _mem_stream(folder / "w1p", W1P_RECORDS, W1P_RATE)
+    w2 = await _mem_w2(folder / "w2", W2_BASE, W2_RECORDS)
+    w3 = await _mem_w3(folder / "w3", W3_READERS, W3_RECORDS)
     return _figures(w1, w1p, w2, w3)
 
 
@@ -628,22 +845,22 @@ async def _py_write(
     doc: Doc[Any], start: int, n: int, written: list[float], rate: float | None = None
 ) -> None:
     ymap = doc.get(_ROOT, type=Map)
-    begin = time.perf_counter()
+    begin = time.monotonic()
     for i in range(start, start + n):
         if rate is not None:
-            delay = begin + (i - start) / rate - time.perf_counter()
+            delay = begin + (i - start) / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         with doc.transaction():
             ymap[f"r{i}"] = _record(i)
-        written.append(time.perf_counter())
+        written.append(time.monotonic())
         await asyncio.sleep(0)
 
 
 async def _py_wait(clients: list[_PyClient], count: int) -> None:
-    deadline = time.perf_counter() + _TIMEOUT_S
+    deadline = time.monotonic() + _TIMEOUT_S
     while any(len(c.messages) < count for c in clients):
-        if time.perf_counter() > deadline:
+        if time.monotonic() > deadline:
             raise TimeoutError("pycrdt-websocket clients did not converge")
         await asyncio.sleep(0.005)
 
@@ -655,7 +872,7 @@ async def _py_stream(port: int, room: str, n: int, rate: float | None) -> dict[s
     done = asyncio.Event()
     arrivals = _Arrivals(reader.messages, n, done.set)
     written: list[float] = []
-    start = time.perf_counter()
+    start = time.monotonic()
     await _py_write(writer.doc, 0, n, written, rate)
     await asyncio.wait_for(done.wait(), _TIMEOUT_S)
     arrivals.stop()
@@ -682,10 +899,10 @@ async def _py_w2(port: int, room: str, base: int, n: int) -> dict[str, Any]:
     done = asyncio.Event()
     arrivals = _Arrivals(reader.messages, base + n, done.set)
     before = set(_tcp_client_bytes(port))
-    start = time.perf_counter()
+    start = time.monotonic()
     again = await _py_connect(port, room, reader.doc)
     await asyncio.wait_for(done.wait(), _TIMEOUT_S)
-    elapsed = time.perf_counter() - start
+    elapsed = time.monotonic() - start
     arrivals.stop()
     tcp_now = _tcp_client_bytes(port)
     new = set(tcp_now) - before
@@ -716,7 +933,7 @@ async def _py_w3(port: int, room: str, readers: int, n: int) -> dict[str, Any]:
 
     watchers = [_Arrivals(c.messages, n, one_done) for c in rest]
     written: list[float] = []
-    start = time.perf_counter()
+    start = time.monotonic()
     await _py_write(writer.doc, 0, n, written)
     await asyncio.wait_for(done.wait(), _TIMEOUT_S)
     elapsed = max(w.times[n - 1] for w in watchers) - start
@@ -828,13 +1045,8 @@ def run() -> dict[str, Any]:
 
     quiet_libp2p_logging()
     with tempfile.TemporaryDirectory(prefix="agentmesh-bench-net-") as tmp:
-
-        async def ours() -> tuple[dict[str, Any], dict[str, Any]]:
-            p2p = await _ours("p2p", Path(tmp) / "p2p")
-            mem = await _ours("mem", Path(tmp) / "mem")
-            return p2p, mem
-
-        p2p, mem = trio.run(ours)
+        p2p = _p2p(Path(tmp) / "p2p")
+        mem = trio.run(_mem, Path(tmp) / "mem")
     theirs = _pycrdt_websocket()
     return {
         "benchmark": "network",

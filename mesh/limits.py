@@ -114,3 +114,17 @@ MAX_CONNECTIONS_PER_IP = 64
 MAX_INBOUND_CONNECTIONS = 1_024
 #: An inbound connection that has not finished Noise and yamux in this time is closed.
 HANDSHAKE_TIMEOUT_S = 5.0
+
+# --- joining --------------------------------------------------------------------------------
+#: Wrong proofs tolerated for one invite before it is burned.
+MAX_INVITE_FAILURES = 5
+#: Join attempts per remote IP address per minute (a token bucket).
+MAX_JOINS_PER_IP_PER_MINUTE = 20
+#: Longest join request or reply accepted.
+MAX_JOIN_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Most open (unused, unexpired) invites at once.
+MAX_OPEN_INVITES = 64
+#: How long a joining device keeps asking while it waits for approval.
+JOIN_APPROVAL_TIMEOUT_MS = 10 * 60 * 1000
+#: A non-member connection that has not finished joining is closed after this long.
+STRANGER_CONNECTION_TIMEOUT_MS = 30_000

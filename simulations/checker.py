@@ -205,13 +205,17 @@ class Checker:
 
     @staticmethod
     def vectors_agree(nodes: list[SimNode]) -> bool:
-        """The cheap convergence test: every honest node up, same vectors, no open batch."""
+        """The cheap convergence test: honest nodes up, same vectors and log, no open batch."""
         honest = [n for n in nodes if n.honest]
         if not all(n.up for n in honest):
             return False
         reference = honest[0].replica.vectors()
+        head = honest[0].replica.membership.head
         return all(
-            n.replica.next_seal_ms() is None and n.replica.vectors() == reference for n in honest
+            n.replica.next_seal_ms() is None
+            and n.replica.membership.head == head
+            and n.replica.vectors() == reference
+            for n in honest
         )
 
     def final(self, nodes: list[SimNode]) -> None:

@@ -34,6 +34,10 @@ class Store(Protocol):
 
     def set_meta(self, key: str, value: bytes) -> None: ...
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, keys ascending."""
+        ...
+
     def add_envelope(
         self, doc: str, client: int, seq: int, hash_: bytes, clock_end: int, raw: bytes
     ) -> int:

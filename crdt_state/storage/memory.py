@@ -32,6 +32,9 @@ class MemoryStore:
     def set_meta(self, key: str, value: bytes) -> None:
         self._meta[key] = value
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self._meta.items() if k.startswith(prefix))
+
     def add_envelope(
         self, doc: str, client: int, seq: int, hash_: bytes, clock_end: int, raw: bytes
     ) -> int:

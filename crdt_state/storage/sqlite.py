@@ -88,6 +88,16 @@ class SqliteStore:
             raise self._error(exc) from exc
         return None if row is None else bytes(row[0])
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        try:
+            rows = self._db.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                (len(prefix), prefix),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return [(str(k), bytes(v)) for k, v in rows]
+
     def set_meta(self, key: str, value: bytes) -> None:
         self._begin()
         try:

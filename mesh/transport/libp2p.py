@@ -88,7 +88,8 @@ def build_host(
             low_watermark=0,
             high_watermark=MAX_INBOUND_CONNECTIONS,
             max_connections=MAX_INBOUND_CONNECTIONS,
-            inbound_upgrade_timeout=HANDSHAKE_TIMEOUT_S,
+            # InboundGuard closes handshakes at HANDSHAKE_TIMEOUT_S; this is a backstop.
+            inbound_upgrade_timeout=2 * HANDSHAKE_TIMEOUT_S,
         ),
         resource_manager=_plain_resource_manager(),
         enable_mDNS=False,

@@ -1,0 +1,1 @@
+"""Pairing: single-use invites and the join protocol (sans-IO)."""
