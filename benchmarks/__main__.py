@@ -15,7 +15,17 @@ def _inprocess() -> Callable[[], dict[str, Any]]:
     return inprocess.run
 
 
-BENCHMARKS: dict[str, Callable[[], Callable[[], dict[str, Any]]]] = {"inprocess": _inprocess}
+def _sim() -> Callable[[], dict[str, Any]]:
+    from benchmarks import sim
+
+    return sim.run
+
+
+BENCHMARKS: dict[str, Callable[[], Callable[[], dict[str, Any]]]] = {
+    "inprocess": _inprocess,
+    "sim": _sim,
+    "inspect": lambda: __import__("benchmarks.inspect", fromlist=["run"]).run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

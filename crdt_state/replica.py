@@ -13,6 +13,7 @@ continuing the chain, references and deletes inside the causal context).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import heapq
 import os
@@ -58,12 +59,15 @@ from mesh.limits import (
     MAX_HELD_BYTES,
     MAX_HELD_ENVELOPES,
     MAX_HLC_DRIFT_MS,
+    MAX_TRANSACTION_UPDATE_BYTES,
     MAX_TXNS_PER_ENVELOPE,
 )
 from mesh.membership.log import Cutoff, LogEntry, decode_entry
 from mesh.membership.state import Membership
 
 Slot = tuple[str, int, int]  # (doc, client, seq)
+#: How many explanations of undone local batches a replica keeps for status.
+MAX_LOCAL_REFUSALS_KEPT = 16
 
 
 class InvariantViolation(StateError):
@@ -93,8 +97,9 @@ class _Batch:
     vector: dict[int, int]
     deletes: bytes
     txns: int = 0
-    bytes: int = 0
+    size: int = 0
     opened_ms: int = 0
+    last_update: bytes = b""
 
 
 class _LocalTransaction:
@@ -171,6 +176,8 @@ class Replica:
         self._batches: dict[str, _Batch] = {}
         self._in_local_txn: str | None = None
         self._write_rights: dict[str, tuple[int, bool]] = {}
+        #: Why recent local batches were undone (newest last, bounded).
+        self.local_refusals: list[str] = []
         self._accepted: list[Envelope] = []
         self._log_added: list[LogEntry] = []
         if author is not None:
@@ -179,14 +186,20 @@ class Replica:
     # --- opening ---------------------------------------------------------------------
 
     def load(self) -> None:
-        """Rebuild membership, chains and documents from the store (trusted content)."""
+        """Rebuild membership, chains and documents from the store (trusted content).
+
+        Documents and chains start from the local snapshot, if a usable one exists, and
+        only the envelopes stored after it are replayed.
+        """
         for raw in self.store.log_entries():
             try:
                 entry = decode_entry(raw)
                 self.membership.add(entry)
             except MembershipError as exc:
                 raise CorruptStore(f"{self.store.location}: bad membership-log row: {exc}") from exc
-        for row in self.store.envelopes():
+        from crdt_state.snapshot import restore  # the local snapshot (docs/ARCHITECTURE.md)
+
+        for row in self.store.envelopes(restore(self)):
             try:
                 env = decode_envelope(row.raw, check_signature=False)
             except StateError as exc:
@@ -209,19 +222,34 @@ class Replica:
         ydoc = self.docs.get(name)
         if ydoc is None:
             kind_of(name)
-            ydoc = self.docs[name] = new_doc(name, self.client_id or 1)
-            if self.identity is not None:  # only writers batch local transactions
-                # pycrdt keeps the callback alive from Rust, out of the garbage collector's
-                # sight: a strong reference to self here would keep the replica forever.
-                replica = weakref.ref(self)
-
-                def observed(event: TransactionEvent, name: str = name) -> None:
-                    this = replica()
-                    if this is not None and this._in_local_txn == name:
-                        this._batches[name].bytes += len(event.update)
-
-                ydoc.observe(observed)
+            ydoc = self.docs[name] = self._new_doc(name)
         return ydoc
+
+    def _new_doc(self, name: str) -> Doc[Any]:
+        ydoc = new_doc(name, self.client_id or 1)
+        if self.identity is not None:  # only writers batch local transactions
+            # pycrdt keeps the callback alive from Rust, out of the garbage collector's
+            # sight: a strong reference to self here would keep the replica forever.
+            replica = weakref.ref(self)
+
+            def observed(event: TransactionEvent, name: str = name) -> None:
+                this = replica()
+                if this is not None and this._in_local_txn == name:
+                    batch = this._batches[name]
+                    batch.last_update = event.update
+                    batch.size += len(batch.last_update)
+
+            ydoc.observe(observed)
+        return ydoc
+
+    def _discard_batch(self, name: str) -> None:
+        """Drop the open batch of ``name``: rebuild the document from what is stored."""
+        self._batches.pop(name, None)
+        ydoc = self._new_doc(name)
+        for row in self.store.envelopes():
+            if row.doc == name:
+                ydoc.apply_update(decode_envelope(row.raw, check_signature=False).update)
+        self.docs[name] = ydoc
 
     def vector(self, doc: str) -> dict[int, int]:
         """Version vector of ``doc``: client id -> highest accepted seq."""
@@ -302,19 +330,35 @@ class Replica:
     def _end_transaction(self, name: str, batch: _Batch, now_ms: int) -> None:
         self._in_local_txn = None
         batch.txns += 1
-        if batch.txns >= MAX_TXNS_PER_ENVELOPE or batch.bytes >= MAX_ENVELOPE_UPDATE_BYTES:
+        size, batch.last_update = len(batch.last_update), b""
+        if size > MAX_TRANSACTION_UPDATE_BYTES:
+            self._refuse_local(
+                name, f"a transaction of {size} bytes exceeds {MAX_TRANSACTION_UPDATE_BYTES}"
+            )
+        if batch.txns >= MAX_TXNS_PER_ENVELOPE or batch.size >= MAX_ENVELOPE_UPDATE_BYTES:
             self.seal(name, now_ms)
+
+    def _refuse_local(self, name: str, problem: str) -> None:
+        """Undo the open batch of ``name`` (no peer would accept it) and say why."""
+        # An envelope cannot be split or partly refused: the whole unsealed batch goes.
+        self._discard_batch(name)
+        message = f"{name}: {problem}; the unsealed writes of this batch were undone"
+        self.local_refusals.append(message)
+        del self.local_refusals[:-MAX_LOCAL_REFUSALS_KEPT]
+        raise LocalWriteRefused(message)
 
     def seal_due(self, now_ms: int) -> None:
         """Seal every batch that has been open for MAX_BATCH_DELAY_MS."""
         for name in [
             n for n, b in self._batches.items() if now_ms - b.opened_ms >= MAX_BATCH_DELAY_MS
         ]:
-            self.seal(name, now_ms)
+            with contextlib.suppress(LocalWriteRefused):  # kept in local_refusals
+                self.seal(name, now_ms)
 
     def seal_all(self, now_ms: int) -> None:
         for name in list(self._batches):
-            self.seal(name, now_ms)
+            with contextlib.suppress(LocalWriteRefused):  # kept in local_refusals
+                self.seal(name, now_ms)
 
     def next_seal_ms(self) -> int | None:
         """When the oldest open batch must be sealed, if any is open."""
@@ -346,6 +390,12 @@ class Replica:
             )
         if structs == b"\x00" and own_deletes == b"\x00":
             return None
+        update = structs + own_deletes
+        try:  # what no peer would accept is never signed: it would wedge this chain
+            decode_update(update, roots=root_names(name))
+        except UpdateDecodeError as exc:
+            self._batches[name] = batch
+            self._refuse_local(name, f"a write is outside the document schema ({exc})")
         chain = self.chains.get((name, self.client_id))
         env = seal(
             self.identity,
@@ -357,7 +407,7 @@ class Replica:
             mship=self.membership.length,
             context=tuple(sorted((c, k) for c, k in batch.vector.items() if k > 0)),
             prev=chain.hash if chain else GENESIS_PREV,
-            update=structs + own_deletes,
+            update=update,
         )
         clock_end = lib0.decode_state_vector(ydoc.get_state()).get(self.client_id, 0)
         self._record(env, clock_end)

@@ -28,10 +28,13 @@ from crdt_state.replica import Outcome, Replica
 from mesh.errors import MembershipError, NotAMember, ProtocolError, VersionMismatch
 from mesh.identity import Identity
 from mesh.limits import (
+    MAX_REFUSALS_PER_SESSION,
     ACK_TIMEOUT_MS,
     HELLO_TIMEOUT_MS,
     MAX_BATCH_BYTES,
     MAX_ENVELOPES_PER_BATCH,
+    MAX_ERROR_CODE_BYTES,
+    MAX_ERROR_MESSAGE_BYTES,
     MAX_RECORDS_PER_FRAME,
     MAX_UNACKED_BATCHES,
 )
@@ -49,8 +52,6 @@ from mesh.sync.frames import Vectors
 
 RUNTIME_ROLE = "runtime"
 DEVICE_ROLE = "device"
-#: A session is closed after this many refused envelopes: an honest peer sends none.
-MAX_REFUSALS_PER_SESSION = 64
 
 
 # --- outputs ------------------------------------------------------------------------
@@ -371,6 +372,9 @@ class Engine:
         self._collect_accepted(None)
         for session in list(self.sessions.values()):
             if not self.admissible(session.peer, now_ms):
+                if session.ready and self.role == RUNTIME_ROLE:
+                    # Tell a revoked device why before closing: it stops and says so.
+                    self._send_records(session)
                 self._close(session, "not-a-member", "membership no longer admits this session")
 
     def _on_envelopes(self, session: _Session, batch: frames.Envelopes, now_ms: int) -> None:
@@ -441,7 +445,8 @@ class Engine:
             return
         session.closing = True
         if notify:
-            self._send(session, frames.Error(code, message[:1024]))
+            text = message.encode()[:MAX_ERROR_MESSAGE_BYTES].decode("utf-8", "ignore")
+            self._send(session, frames.Error(code[:MAX_ERROR_CODE_BYTES], text))
         self._outputs.append(Close(session.peer, code, message))
         self.sessions.pop(session.peer, None)
 
@@ -472,6 +477,11 @@ class Engine:
         return outputs
 
     def _pump(self, session: _Session, now_ms: int) -> None:
+        self._send_records(session)
+        self._send_envelopes(session, now_ms)
+
+    def _send_records(self, session: _Session) -> None:
+        """Membership entries the peer lacks, always before any envelope."""
         membership = self.replica.membership
         while session.log_known < membership.length:
             # Bounded in bytes too: a quarantine entry (two fork proofs with their causal
@@ -486,6 +496,8 @@ class Engine:
                 size += len(entry.raw)
             self._send(session, frames.Records(tuple(chunk)))
             session.log_known += len(chunk)
+
+    def _send_envelopes(self, session: _Session, now_ms: int) -> None:
         store = self.replica.store
         while len(session.unacked) < MAX_UNACKED_BATCHES:
             batch: list[bytes] = []

@@ -128,3 +128,10 @@ MAX_OPEN_INVITES = 64
 JOIN_APPROVAL_TIMEOUT_MS = 10 * 60 * 1000
 #: A non-member connection that has not finished joining is closed after this long.
 STRANGER_CONNECTION_TIMEOUT_MS = 30_000
+
+# --- local snapshot (crdt_state/snapshot.py) ------------------------------------------------
+#: A running node refreshes its local materialized snapshot once this many envelopes were
+#: stored after it (and when it closes), so opening replays at most about this many.
+SNAPSHOT_EVERY_ENVELOPES = 1_000
+#: Refused envelopes a node remembers in its store (the newest; for 'agentmesh state history').
+MAX_REFUSALS_KEPT = 100

@@ -21,6 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+#: Something named on the command line does not exist (a document, path or device).
+EXIT_NOT_FOUND = 3
 
 
 def _now_ms() -> int:
@@ -55,13 +57,53 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AgentmeshError as exc:
             click.echo(f"agentmesh: error: {exc}", err=True)
-            ctx.exit(EXIT_ERROR)
+            ctx.exit(getattr(exc, "exit_code", EXIT_ERROR))
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(_Group):
+    """A command group whose subcommands live in another module, imported only when used.
+
+    ``agentmesh --help`` lists it from the short help given here, without the import.
+    """
+
+    def __init__(self, name: str, module: str, help_text: str) -> None:
+        super().__init__(name, help=help_text, short_help=help_text.split("\n", maxsplit=1)[0])
+        self._module = module
+
+    def _commands(self) -> dict[str, click.Command]:
+        import importlib
+
+        commands: dict[str, click.Command] = importlib.import_module(self._module).COMMANDS
+        return commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self._commands())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._commands().get(cmd_name)
+
+
+_EPILOG = (
+    "Exit codes: 0 ok; 1 error (no node in the data dir, corrupt store, refused request); "
+    "2 usage; 3 not found (unknown document, path or device). See docs/CLI.md."
+)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
 @click.version_option(package_name="agentmesh")
 def cli() -> None:
     """Replicated, authenticated state for AI agents on a persistent runtime."""
+
+
+cli.add_command(
+    _LazyGroup(
+        "state",
+        "nodes.cli_state",
+        "Inspect replicated state: show, watch, history, blame, at, diff.\n\n"
+        "Read-only: works on a running node's data dir (no lock, no writes) and on a "
+        "stopped one.",
+    )
+)
 
 
 # --- runtime -------------------------------------------------------------------------
@@ -91,10 +133,23 @@ def init(data_dir: Path | None) -> None:
     show_default=True,
     help="Multiaddr to listen on (repeatable).",
 )
+@click.option(
+    "--announce",
+    multiple=True,
+    help="Public multiaddr to put in invites (repeatable; default: the listen addresses).",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @click.option("--log-level", default="info", show_default=True)
-def runtime(data_dir: Path | None, listen: tuple[str, ...], log_json: bool, log_level: str) -> None:
+def runtime(
+    data_dir: Path | None,
+    listen: tuple[str, ...],
+    announce: tuple[str, ...],
+    log_json: bool,
+    log_level: str,
+) -> None:
     """Run the runtime node in the foreground (initialises an empty data dir first)."""
+    from functools import partial
+
     import trio
 
     from nodes import logs
@@ -108,19 +163,38 @@ def runtime(data_dir: Path | None, listen: tuple[str, ...], log_json: bool, log_
             init_runtime(datadir, _now_ms())
             click.echo(f"initialised a new mesh in {datadir.path}", err=True)
 
-        async def main() -> None:
-            async with trio.open_nursery() as nursery:
-                ready = await nursery.start(serve_runtime, datadir, list(listen))
-                click.echo(f"mesh {ready.mesh_id}")
-                click.echo(f"runtime {ready.peer_id}")
-                for address in ready.addresses:
-                    click.echo(f"listening {address}")
-                sys.stdout.flush()
-                await _until_signal()
-                nursery.cancel_scope.cancel()
+        def report(ready: Any) -> None:
+            click.echo(f"mesh {ready.mesh_id}")
+            click.echo(f"runtime {ready.peer_id}")
+            for address in ready.addresses:
+                click.echo(f"listening {address}")
+            sys.stdout.flush()
 
-        trio.run(main)
+        serve = partial(serve_runtime, datadir, list(listen), announce=list(announce))
+        trio.run(_serve_until_signal, serve, report)
     click.echo("runtime stopped", err=True)
+
+
+async def _serve_until_signal(start: Callable[..., Any], report: Callable[[Any], None]) -> None:
+    """Run the node task ``start`` (it reports ready with task_status) until SIGINT/SIGTERM.
+
+    The signals are caught from the start, so one that comes while the node starts
+    also stops it cleanly; more while it stops are ignored (stopping is bounded).
+    """
+    import signal
+
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            report(await nursery.start(start))
 
 
 async def _until_signal() -> None:
@@ -244,6 +318,126 @@ def revoke(data_dir: Path | None, device: str) -> None:
     revocation = revocation_for(datadir, mesh_id, subject, _now_ms())
     index = _membership_request(datadir, "revoke", revocation.raw)
     click.echo(f"device {device} revoked (entry {index})")
+
+
+# --- pairing ---------------------------------------------------------------------------
+
+
+def _parse_ttl(text: str) -> int:
+    units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    try:
+        if text[-1] in units:
+            value = int(text[:-1]) * units[text[-1]]
+        else:
+            value = int(text) * 1000
+    except (ValueError, IndexError):
+        raise click.BadParameter(
+            f"{text!r}: use e.g. 90s, 10m, 2h, 1d", param_hint="--ttl"
+        ) from None
+    if value <= 0:
+        raise click.BadParameter("must be positive", param_hint="--ttl")
+    return value
+
+
+@cli.command()
+@data_dir_option
+@click.option("--caps", default="read,write", show_default=True, help="Comma-separated caps.")
+@click.option("--ttl", default="10m", show_default=True, help="Lifetime, e.g. 90s, 10m, 2h.")
+@click.option("--name", default="", help="Name for the device that joins.")
+@click.option("--require-approval", is_flag=True, help="Wait for 'devices approve' to admit.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: code and expiry.")
+def invite(
+    data_dir: Path | None, caps: str, ttl: str, name: str, require_approval: bool, as_json: bool
+) -> None:
+    """Make a single-use invite on the running runtime; prints the code and a QR code."""
+    from mesh.membership.records import parse_caps
+    from nodes import control
+    from nodes.errors import NodeError
+
+    try:
+        capabilities = parse_caps(caps)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--caps") from exc
+    datadir = _datadir(data_dir)
+    datadir.require()
+    reply = control.request(
+        datadir.control_socket,
+        {
+            "op": "invite",
+            "caps": sorted(capabilities),
+            "ttl_ms": _parse_ttl(ttl),
+            "name": name,
+            "require_approval": require_approval,
+        },
+    )
+    if reply is None:
+        raise NodeError("the runtime is not running here: start 'agentmesh runtime' first")
+    if as_json:
+        click.echo(json.dumps({"code": reply["code"], "expires_ms": reply["expires_ms"]}))
+        return
+    import segno
+
+    segno.make(reply["code"], error="l").terminal(compact=True)
+    expires = time.strftime("%H:%M:%S", time.localtime(reply["expires_ms"] / 1000))
+    click.echo(f"\n{reply['code']}\n\nsingle use, expires at {expires}")
+    click.echo("on the new device: agentmesh join <code>")
+
+
+@cli.command()
+@data_dir_option
+@click.argument("code")
+@click.option("--name", default="", help="A name for this device.")
+def join(data_dir: Path | None, code: str, name: str) -> None:
+    """Join a mesh with an invite CODE (creates this device's key if needed)."""
+    from nodes import logs
+    from nodes.join import run_join
+
+    logs.configure(level="error", quiet_libp2p=True)
+    datadir = _datadir(data_dir)
+
+    def pending(sas: str) -> None:
+        click.echo(f"waiting for approval; check that the runtime shows the same code: {sas}")
+
+    with datadir.locked():
+        mesh, peer_id = run_join(datadir, code, name, pending)
+    click.echo(f"joined mesh {mesh} as {peer_id}")
+    click.echo("start syncing: agentmesh device run")
+
+
+@devices.command("approve")
+@data_dir_option
+@click.argument("device")
+def devices_approve(data_dir: Path | None, device: str) -> None:
+    """Approve DEVICE, which is waiting to join with an invite that requires approval."""
+    from nodes import control
+    from nodes.errors import NodeError
+
+    datadir = _datadir(data_dir)
+    reply = control.request(datadir.control_socket, {"op": "approve", "device": device})
+    if reply is None:
+        raise NodeError("the runtime is not running here")
+    click.echo(f"approved {device}")
+
+
+@devices.command("waiting")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_waiting(data_dir: Path | None, as_json: bool) -> None:
+    """Devices waiting for approval, with the code each should show."""
+    from mesh.identity import peer_id_of
+    from nodes import control
+    from nodes.errors import NodeError
+
+    datadir = _datadir(data_dir)
+    reply = control.request(datadir.control_socket, {"op": "waiting"})
+    if reply is None:
+        raise NodeError("the runtime is not running here")
+    rows = [{**w, "device": peer_id_of(bytes.fromhex(w["device"]))} for w in reply["waiting"]]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(f"{row['device']}  name={row['name'] or '-'}  code={row['sas']}")
 
 
 # --- device ----------------------------------------------------------------------------
@@ -397,32 +591,10 @@ def task_cancel(data_dir: Path | None, task_id: str) -> None:
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(data_dir: Path | None, as_json: bool) -> None:
-    """This node's id, mesh, peers and sync state."""
-    from nodes import control
+    """This node's id, mesh, peers and sync state (running or stopped)."""
+    from nodes.cli_state import status_command
 
-    datadir = _datadir(data_dir)
-    datadir.require()
-    reply = control.request(datadir.control_socket, {"op": "status"})
-    if reply is None:
-        from nodes.setup import open_readonly
-
-        replica = open_readonly(datadir)
-        reply = {
-            "ok": True,
-            "running": False,
-            "mesh": replica.mesh_id.hex(),
-            "envelopes": replica.store.envelope_count(),
-            "synced": False,
-        }
-        replica.store.close()
-    else:
-        reply["running"] = True
-    if as_json:
-        click.echo(json.dumps(reply, sort_keys=True))
-        return
-    for key in sorted(reply):
-        if key != "ok":
-            click.echo(f"{key}: {reply[key]}")
+    status_command(_datadir(data_dir), as_json)
 
 
 @cli.command(

@@ -25,7 +25,7 @@ from mesh.limits import DIAL_TIMEOUT_MS, RECONNECT_BACKOFF_BASE_MS, RECONNECT_BA
 from mesh.sync import frames
 from mesh.transport.base import TransportError
 from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
-from nodes import service
+from nodes import service, tracking
 from nodes.control import serve_control
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
@@ -99,6 +99,7 @@ async def run_device(
         node_box.append(node)
         driver_box.append(driver)
         nursery.start_soon(driver.run)
+        nursery.start_soon(tracking.attach(driver).run)
         nursery.start_soon(
             serve_control, datadir.control_socket, lambda r: service.handle(driver, r)
         )

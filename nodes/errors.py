@@ -19,3 +19,9 @@ class DataDirLocked(NodeError):
 
 class ControlError(NodeError):
     """The local control socket refused or failed a request."""
+
+
+class NotFound(NodeError):
+    """Something named on the command line does not exist (document, path, device)."""
+
+    exit_code = 3

@@ -22,8 +22,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure(*, json_lines: bool = False, level: str = "info") -> None:
-    """Log to stderr; py-libp2p's own loggers stay at WARNING."""
+def configure(*, json_lines: bool = False, level: str = "info", quiet_libp2p: bool = False) -> None:
+    """Log to stderr; py-libp2p's own loggers stay at WARNING (or silent if ``quiet_libp2p``)."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())
@@ -35,4 +35,4 @@ def configure(*, json_lines: bool = False, level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in ("libp2p", "multiaddr", "async_service"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.CRITICAL if quiet_libp2p else logging.WARNING)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,9 +18,12 @@ from mesh.transport.libp2p import (
     InboundGuard,
     Libp2pFrameStream,
     build_host,
+    close_host,
     full_addresses,
 )
-from nodes import service
+from mesh.pairing.protocol import JoinDesk
+from nodes import service, tracking
+from nodes.pairing import JOIN_PROTOCOL, RateLimiter, join_handler
 from nodes.control import serve_control
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
@@ -50,14 +53,15 @@ class RuntimeReady:
 class MembershipGate(INotifee):
     """Closes every connection from a peer that is not a current member, before any stream."""
 
-    def __init__(self, driver: EngineDriver) -> None:
+    def __init__(self, driver: EngineDriver, authorize: Callable[[bytes], bool]) -> None:
         self.driver = driver
+        self.authorize = authorize
         self.refused = 0
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         try:
             key = public_key_of_peer_id(str(conn.muxed_conn.peer_id))
-            allowed = self.driver.engine.admissible(key, self.driver.clock())
+            allowed = self.authorize(key)
         except ValueError:
             allowed = False
         if not allowed:
@@ -85,20 +89,30 @@ async def serve_runtime(
     datadir: DataDir,
     listen: Sequence[str] = (DEFAULT_LISTEN,),
     *,
+    announce: Sequence[str] = (),
     task_status: TaskStatus[RuntimeReady] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the runtime in the foreground until cancelled. The caller holds the lock."""
     node = open_node(datadir)
     engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
     driver = EngineDriver(engine)
+    desk = JoinDesk(engine, node.replica.store, list(announce))
     guard = InboundGuard()
+
+    def authorize(key: bytes) -> bool:
+        # Members, and strangers who may only open the join protocol (rate limited per
+        # address, answered with a clear refusal); the sync handler refuses a stranger
+        # before reading a byte of it. A revoked key is shut out at once.
+        member = driver.engine.replica.membership.member(key)
+        return member is None or member.revoked_at is None
+
     host = build_host(
         node.identity,
         # Strangers are closed right after Noise, before yamux; the gate below is a second line.
-        authorize=lambda key: driver.engine.admissible(key, driver.clock()),
+        authorize=authorize,
         guard=guard,
     )
-    gate = MembershipGate(driver)
+    gate = MembershipGate(driver, authorize)
     host.get_network().register_notifee(gate)
 
     async def on_stream(stream: INetStream) -> None:
@@ -110,6 +124,7 @@ async def serve_runtime(
         await driver.run_session(frames)
 
     host.set_stream_handler(SYNC_PROTOCOL, on_stream)
+    host.set_stream_handler(JOIN_PROTOCOL, join_handler(desk, driver, RateLimiter()))
     network = host.get_network()
 
     async def drop_connections(peers: list[bytes]) -> None:
@@ -141,12 +156,15 @@ async def serve_runtime(
         async with host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in listen]):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(driver.run)
+                nursery.start_soon(tracking.attach(driver).run)
                 nursery.start_soon(dropper)
                 nursery.start_soon(
                     serve_control,
                     datadir.control_socket,
-                    lambda request: service.handle(driver, request),
+                    lambda request: service.handle(driver, request, desk),
                 )
+                if not desk.addresses:
+                    desk.addresses = full_addresses(host)
                 task_status.started(
                     RuntimeReady(
                         node.identity.peer_id,
@@ -158,6 +176,5 @@ async def serve_runtime(
                 )
                 await trio.sleep_forever()
     finally:
-        with trio.CancelScope(shield=True):
-            await host.close()
-            node.close()
+        await close_host(host)
+        node.close()

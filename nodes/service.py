@@ -7,7 +7,9 @@ from typing import Any
 from crdt_state.schema import SHARED
 from mesh.errors import MembershipError
 from mesh.membership.records import Certificate, Revocation, decode_record
-from nodes import app
+from mesh.pairing.invite import InviteError
+from mesh.pairing.protocol import JoinDesk
+from nodes import app, tracking
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
 
@@ -31,6 +33,7 @@ def status(driver: EngineDriver) -> dict[str, Any]:
                 "unacked_batches": st.unacked_batches,
                 "synced": st.synced,
                 "acked_own": engine.acknowledged_own(peer),
+                **tracking.peer_status(driver, peer),
             }
         )
     unsealed = replica.next_seal_ms() is not None
@@ -48,12 +51,19 @@ def status(driver: EngineDriver) -> dict[str, Any]:
         "unsealed_writes": unsealed,
         "synced": bool(peers) and all(p["synced"] for p in peers) and not unsealed,
         "revoked": engine.is_revoked(),
+        **tracking.node_status(driver),
     }
 
 
-def handle(driver: EngineDriver, request: dict[str, Any]) -> dict[str, Any]:
-    """Answer one control request."""
+def handle(
+    driver: EngineDriver, request: dict[str, Any], desk: JoinDesk | None = None
+) -> dict[str, Any]:
+    """Answer one control request (``desk``: the runtime's invites, if this is the runtime)."""
     op = request.get("op")
+    if op in ("invite", "approve", "waiting"):
+        if desk is None:
+            raise NodeError("only the runtime handles invites")
+        return _pairing(driver, desk, op, request)
     me = driver.engine.identity.peer_id
     now = driver.clock()
     if op == "status":
@@ -101,3 +111,36 @@ def handle(driver: EngineDriver, request: dict[str, Any]) -> dict[str, Any]:
         driver.kick()
         return {"ok": True, "index": entry.index}
     raise NodeError(f"unknown operation {op!r}")
+
+
+def _pairing(
+    driver: EngineDriver, desk: JoinDesk, op: str, request: dict[str, Any]
+) -> dict[str, Any]:
+    now = driver.clock()
+    try:
+        if op == "invite":
+            caps = request.get("caps")
+            ttl_ms = request.get("ttl_ms")
+            if not isinstance(caps, list) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
+                raise NodeError("invite needs caps (list) and ttl_ms (positive int)")
+            invite = desk.create(
+                caps=frozenset(str(c) for c in caps),
+                name=str(request.get("name") or ""),
+                ttl_ms=ttl_ms,
+                require_approval=bool(request.get("require_approval")),
+                now_ms=now,
+            )
+            driver.flush()  # the invite is durable before anyone sees its code
+            return {"ok": True, "code": invite.code(), "expires_ms": invite.expires_ms}
+        if op == "approve":
+            device = request.get("device")
+            if not isinstance(device, str):
+                raise NodeError("approve needs a device")
+            from nodes.membership_ops import parse_device_key
+
+            ident = desk.approve(parse_device_key(device))
+            driver.flush()
+            return {"ok": True, "invite": ident.hex()}
+        return {"ok": True, "waiting": desk.waiting()}
+    except InviteError as exc:
+        raise NodeError(str(exc)) from exc

@@ -30,7 +30,22 @@ class OpenNode:
 
     def close(self) -> None:
         self.replica.store.commit()
+        _refresh_snapshot(self.replica)
         self.replica.store.close()
+
+
+def _refresh_snapshot(replica: Replica) -> None:
+    """Leave a current local snapshot behind, so the next open replays nothing."""
+    from crdt_state.errors import StateError
+    from crdt_state.snapshot import refresh
+
+    try:
+        if refresh(replica):
+            replica.store.commit()
+    except StateError as exc:  # the envelopes are committed; the snapshot is only a cache
+        import logging
+
+        logging.getLogger("agentmesh.setup").warning("snapshot not written: %s", exc)
 
 
 def init_runtime(datadir: DataDir, now_ms: int) -> bytes:

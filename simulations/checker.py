@@ -108,6 +108,7 @@ class Checker:
     def after_flush(self, node: SimNode, outputs: list[Output]) -> None:
         """Record what ``node`` released; check what it accepted."""
         released = False
+        touched: set[str] = set()
         for out in outputs:
             if isinstance(out, Send):
                 released = True
@@ -121,8 +122,12 @@ class Checker:
                                 node.acked[(doc, client)] = seq
             elif isinstance(out, Accepted):
                 self._accepted(node, out)
+                if out.author != node.key:
+                    touched.add(out.doc)
         if released:
             node.floor = node.store.envelope_count()
+        for doc in sorted(touched):
+            self.check_pending(node, doc)
 
     def _ever_may_write(self, author: bytes, doc: str) -> bool:
         key = (author, doc, self.reference.length)
@@ -171,9 +176,12 @@ class Checker:
                 f"store holds {count} envelopes, {node.floor} when it last sent or acknowledged",
             )
 
-    def check_pending(self, node: SimNode) -> None:
+    def check_pending(self, node: SimNode, only: str | None = None) -> None:
+        """Each document's Yjs state vector is exactly what its accepted envelopes imply."""
         replica = node.replica
         for name, ydoc in replica.docs.items():
+            if only is not None and name != only:
+                continue
             state = lib0.decode_state_vector(ydoc.get_state())
             expected = replica.expected_state(name)
             if state != expected:

@@ -262,6 +262,7 @@ class Cluster:
                 self.queue.push(fault.at_ms, Revoke(fault.device))
             elif isinstance(fault, HostileAt):
                 self.queue.push(fault.at_ms, Hostile(fault.kind))
+
     def _start_writing(self, node: SimNode) -> None:
         every = self.config.workload.write_every_ms
         if every is not None:
@@ -306,12 +307,35 @@ class Cluster:
         outputs = node.engine.flush(node.clock(self.now))
         self._route(node, outputs)
         self.checker.after_flush(node, outputs)
+        if node.hostile and self.config.workload.hostile_rejoins and self._quarantined(node):
+            self._rejoin(node)
+            return
         deadline = node.engine.next_deadline()
         if deadline is not None:
             at = max(self.now, deadline - node.clock(0))
             if node.tick_at is None or at < node.tick_at:
                 node.tick_at = at
                 self.queue.push(at, Tick(node.index, node.life))
+
+    @staticmethod
+    def _quarantined(node: SimNode) -> bool:
+        replica = node.replica
+        return (node.key, replica.incarnation) in replica.membership.quarantined
+
+    def _rejoin(self, node: SimNode) -> None:
+        """The hostile device was caught forking: it wipes its store and joins again."""
+        self.stats["hostile-rejoins"] += 1
+        entries = list(node.replica.membership.entries)
+        self._drop_connections(node)
+        node.crash()
+        node.store = node.build.store(node.store.location)
+        node.floor = 0
+        node.acked.clear()
+        node.start()
+        for entry in entries:
+            node.replica.add_log_entry(entry)
+        node.store.commit()
+        self._dial_soon(node)
 
     def _route(self, node: SimNode, outputs: list[Output]) -> None:
         for out in outputs:
@@ -495,13 +519,17 @@ class Cluster:
     def _crash(self, node: SimNode, down_ms: int) -> None:
         self.stats["crashes"] += 1
         self.trace.note(self.now, f"crash {node.name}")
+        self._drop_connections(node)
+        node.crash()
+        self.queue.push(self.now + down_ms, Restart(node.index, node.life))
+
+    def _drop_connections(self, node: SimNode) -> None:
+        """``node``'s process is gone: its peers learn it one latency later."""
         for conn in list(node.conns.values()):
             peer = self._peer(conn, node.index)
             conn.dead = True
             delay = self.network.latency(conn.device)
             self.queue.push(self.now + delay, Reset(conn.id, peer.index))
-        node.crash()
-        self.queue.push(self.now + down_ms, Restart(node.index, node.life))
 
     def _on_restart(self, event: Restart) -> None:
         node = self.nodes[event.node]

@@ -7,7 +7,7 @@ profile is a value, and ``dataclasses.replace`` derives variants from it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # --- time -----------------------------------------------------------------------------
 MS_PER_S = 1_000
@@ -101,7 +101,7 @@ READER_SHARE = 0.2
 
 # --- workload defaults --------------------------------------------------------------------
 #: Default profile: each node writes once every this long (simulated).
-WRITE_EVERY_MS = 30 * MS_PER_S
+WRITE_EVERY_MS = MS_PER_MIN
 #: Transactions in one write (drawn uniformly from 1..this).
 MAX_TXNS_PER_WRITE = 3
 DELETE_SHARE = 0.15
@@ -177,6 +177,11 @@ class WorkloadConfig:
     reader_share: float = READER_SHARE
     hostile: bool = True
     hostile_every_ms: int = HOSTILE_EVERY_MS
+    #: Once its live incarnation is quarantined, the hostile device wipes its store and
+    #: rejoins. Off, it keeps its store and its engine resends the cut-off envelopes on every
+    #: session (a production bug, tests/simulations/test_regressions.py), which triples the
+    #: cost of a run; turn it off to exercise that path.
+    hostile_rejoins: bool = True
 
 
 @dataclass(frozen=True)
@@ -265,10 +270,21 @@ TEST_PROFILE = SimConfig(
     network=NetworkConfig(duplicate_rate=0.005, reorder_rate=0.005),
     workload=WorkloadConfig(write_every_ms=5 * MS_PER_S, hostile_every_ms=20 * MS_PER_S),
 )
+#: The suite's many-seeds profile: the test profile, shorter, with sparser writes.
+SUITE_PROFILE = replace(
+    TEST_PROFILE,
+    duration_ms=5 * MS_PER_MIN,
+    workload=replace(TEST_PROFILE.workload, write_every_ms=8 * MS_PER_S),
+)
 #: The benchmark's profile: five nodes, each writing once per simulated second.
 BENCH_PROFILE = SimConfig(
     devices=4,
     duration_ms=10 * MS_PER_MIN,
     workload=WorkloadConfig(write_every_ms=MS_PER_S, max_txns_per_write=1),
 )
-PROFILES = {"default": SimConfig(), "test": TEST_PROFILE, "bench": BENCH_PROFILE}
+PROFILES = {
+    "default": SimConfig(),
+    "test": TEST_PROFILE,
+    "suite": SUITE_PROFILE,
+    "bench": BENCH_PROFILE,
+}

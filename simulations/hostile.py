@@ -34,6 +34,9 @@ FORK_PREFIX = "fork-"
 GARBAGE_BYTES = 48
 #: Items of the ghost client an envelope claims to have seen (it never exists).
 GHOST_CLOCK = 3
+#: Forks of the live incarnation per run: each one gets it quarantined, and the device then
+#: wipes its store and resyncs everything (costly), so once is enough.
+MAX_OWN_FORKS = 1
 #: Most own items replayed to fork a live chain (keeps crafting cheap).
 MAX_FORK_CLOCK = 4_096
 
@@ -63,6 +66,7 @@ class HostileDriver:
         self.forbid = forbid
         self.batch_no = INJECT_BASE
         self.counter = 0
+        self.own_forks = 0
         self.stats: Counter[str] = Counter()
 
     def _incarnation(self) -> tuple[bytes, int]:
@@ -187,8 +191,9 @@ class HostileDriver:
         """A second envelope for the live incarnation's last seq on ``shared``."""
         replica = self.node.replica
         chain = replica.chains.get((SHARED, replica.client_id))
-        if chain is None or chain.author != self.node.key:
+        if chain is None or chain.author != self.node.key or self.own_forks >= MAX_OWN_FORKS:
             return []
+        self.own_forks += 1
         store = self.node.store
         previous = store.get_envelope(SHARED, replica.client_id, chain.seq - 1)
         start = previous.clock_end if previous is not None else 0

@@ -9,14 +9,12 @@ suite requires the default test profile to catch it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from crdt_state.envelope import Envelope
 from crdt_state.errors import ForeignClient
 from crdt_state.replica import Outcome, Replica
 from crdt_state.schema import root_names
-from crdt_state.storage.base import EnvelopeRow
 from crdt_state.storage.memory import MemoryStore
 from crdt_state.yupdate import decode_update
 from mesh.engine import Engine, Output, _Session
@@ -63,57 +61,16 @@ class SkipLastBatchEngine(Engine):
 # --- acknowledges / sends before committing ------------------------------------------------
 
 
-class LazyStore:
-    """A MemoryStore whose ``commit`` does nothing while ``lazy`` (it catches up later)."""
+class LazyStore(MemoryStore):
+    """A MemoryStore whose ``commit`` does nothing while ``lazy`` (a later one catches up)."""
 
-    def __init__(self, inner: MemoryStore) -> None:
-        self.inner = inner
-        self.location = inner.location
+    def __init__(self, location: str = "memory") -> None:
+        super().__init__(location)
         self.lazy = False
-
-    def get_meta(self, key: str) -> bytes | None:
-        return self.inner.get_meta(key)
-
-    def set_meta(self, key: str, value: bytes) -> None:
-        self.inner.set_meta(key, value)
-
-    def add_envelope(
-        self, doc: str, client: int, seq: int, hash_: bytes, clock_end: int, raw: bytes
-    ) -> int:
-        return self.inner.add_envelope(doc, client, seq, hash_, clock_end, raw)
-
-    def get_envelope(self, doc: str, client: int, seq: int) -> EnvelopeRow | None:
-        return self.inner.get_envelope(doc, client, seq)
-
-    def first_lid(self, doc: str, client: int, seq: int) -> int | None:
-        return self.inner.first_lid(doc, client, seq)
-
-    def envelopes(self, after_lid: int = 0, limit: int | None = None) -> Iterator[EnvelopeRow]:
-        return self.inner.envelopes(after_lid, limit)
-
-    def envelope_count(self) -> int:
-        return self.inner.envelope_count()
-
-    def add_log_entry(self, index: int, hash_: bytes, raw: bytes) -> None:
-        self.inner.add_log_entry(index, hash_, raw)
-
-    def log_entries(self) -> list[bytes]:
-        return self.inner.log_entries()
 
     def commit(self) -> None:
         if not self.lazy:
-            self.inner.commit()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def lazy_replica(
-    mesh_id: bytes, store: MemoryStore, identity: Identity, incarnation: bytes
-) -> Replica:
-    return Replica(
-        mesh_id=mesh_id, store=LazyStore(store), author=identity, incarnation=incarnation
-    )
+            super().commit()
 
 
 class _DeferredCommitEngine(Engine):
@@ -216,7 +173,7 @@ def _engine_of(cls: type[Engine], *, lazy: bool = False) -> Build:
     def make(replica: Replica, identity: Identity, role: str) -> Engine:
         return cls(replica, identity, role)
 
-    return Build(lazy_replica if lazy else PRODUCTION.replica, make)
+    return Build(PRODUCTION.replica, make, LazyStore if lazy else MemoryStore)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from simulations.config import (
     HANDSHAKE_RTTS,
     LATENCY_MIN_MS,
     MAX_RETRANSMITS,
-    REORDER_WINDOW_MS,
     MS_PER_S,
+    REORDER_WINDOW_MS,
     NetworkConfig,
 )
 from simulations.events import DOWN, UP, Deliver, EventQueue, Fin, PathTimeout, Reset

@@ -26,10 +26,11 @@ EngineFactory = Callable[[Replica, Identity, str], Engine]
 
 @dataclass(frozen=True)
 class Build:
-    """How nodes make their replica and engine (production classes, or a mutant)."""
+    """How nodes make their store, replica and engine (production classes, or a mutant)."""
 
     replica: ReplicaFactory
     engine: EngineFactory
+    store: Callable[[str], MemoryStore] = MemoryStore
 
 
 def production_replica(
@@ -71,7 +72,7 @@ class SimNode:
         self.skew_ms = skew_ms
         self.rng = rng
         self.hostile = hostile
-        self.store = MemoryStore(location=f"sim:{name}")
+        self.store = build.store(f"sim:{name}")
         self.up = False
         self.life = 0
         self.incarnations = 0

@@ -6,7 +6,7 @@ writes. A crash loses exactly what was staged and not committed; nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,21 @@ class EnvelopeRow:
     hash: bytes
     clock_end: int
     raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """One stored row of the local materialized snapshot (see ``crdt_state.snapshot``).
+
+    The store keeps the bytes and their checksum; what they mean is up to the
+    snapshot module. ``doc`` is a document name, or ``""`` for the header row.
+    """
+
+    doc: str
+    lid: int
+    meta: bytes
+    state: bytes
+    view: bytes
 
 
 class Store(Protocol):
@@ -60,6 +75,21 @@ class Store(Protocol):
 
     def log_entries(self) -> list[bytes]:
         """Raw membership-log entries in index order."""
+        ...
+
+    def last_lid(self) -> int:
+        """Local id of the newest stored envelope (0 when none)."""
+        ...
+
+    def put_snapshot(self, row: SnapshotRow) -> None:
+        """Stage a snapshot row, replacing the one of the same ``doc``."""
+        ...
+
+    def snapshot_rows(self, docs: Sequence[str] | None = None) -> list[SnapshotRow]:
+        """Snapshot rows of ``docs`` (all when None), read at one instant.
+
+        Raises ``CorruptStore`` if a row fails its checksum.
+        """
         ...
 
     def commit(self) -> None:

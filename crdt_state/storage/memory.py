@@ -7,9 +7,9 @@ cut drops an uncommitted SQLite transaction.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from crdt_state.storage.base import EnvelopeRow
+from crdt_state.storage.base import EnvelopeRow, SnapshotRow
 
 
 class MemoryStore:
@@ -22,7 +22,9 @@ class MemoryStore:
         self._lids: list[int] = []
         self._by_slot: dict[tuple[str, int, int], EnvelopeRow] = {}
         self._log: dict[int, tuple[bytes, bytes]] = {}
+        self._snapshot: dict[str, SnapshotRow] = {}
         self._committed: tuple[dict[str, bytes], int, dict[int, tuple[bytes, bytes]]] = ({}, 0, {})
+        self._committed_snapshot: dict[str, SnapshotRow] = {}
         self._next_lid = 1
         self.commits = 0
 
@@ -72,8 +74,20 @@ class MemoryStore:
     def log_entries(self) -> list[bytes]:
         return [self._log[i][1] for i in sorted(self._log)]
 
+    def last_lid(self) -> int:
+        return self._rows[-1].lid if self._rows else 0
+
+    def put_snapshot(self, row: SnapshotRow) -> None:
+        self._snapshot[row.doc] = row
+
+    def snapshot_rows(self, docs: Sequence[str] | None = None) -> list[SnapshotRow]:
+        if docs is None:
+            return [self._snapshot[doc] for doc in sorted(self._snapshot)]
+        return [self._snapshot[doc] for doc in sorted(set(docs)) if doc in self._snapshot]
+
     def commit(self) -> None:
         self._committed = (dict(self._meta), len(self._rows), dict(self._log))
+        self._committed_snapshot = dict(self._snapshot)
         self.commits += 1
 
     def crash(self) -> None:
@@ -81,6 +95,7 @@ class MemoryStore:
         meta, count, log = self._committed
         self._meta = dict(meta)
         self._log = dict(log)
+        self._snapshot = dict(self._committed_snapshot)
         for row in self._rows[count:]:
             del self._by_slot[(row.doc, row.client, row.seq)]
         del self._rows[count:]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from crdt_state.errors import CorruptStore, StorageError
-from crdt_state.storage.base import EnvelopeRow
+from crdt_state.storage.base import EnvelopeRow, SnapshotRow
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -34,6 +34,24 @@ CREATE TABLE IF NOT EXISTS log (
 );
 """
 _ROW = "SELECT lid, doc, client, seq, hash, clock_end, raw, crc FROM envelopes"
+# The local materialized snapshot (crdt_state/snapshot.py); added to version-1 stores on open.
+_SNAPSHOT_TABLE = """
+CREATE TABLE IF NOT EXISTS snapshot (
+    doc TEXT PRIMARY KEY,
+    lid INTEGER NOT NULL,
+    meta BLOB NOT NULL,
+    state BLOB NOT NULL,
+    view BLOB NOT NULL,
+    crc INTEGER NOT NULL
+)
+"""
+
+
+def _snapshot_crc(doc: str, lid: int, meta: bytes, state: bytes, view: bytes) -> int:
+    crc = zlib.crc32(f"{doc}\x00{lid}".encode())
+    for part in (meta, state, view):
+        crc = zlib.crc32(part, crc)
+    return crc
 
 
 class SqliteStore:
@@ -64,6 +82,8 @@ class SqliteStore:
                 raise CorruptStore(
                     f"{path}: store schema version {version}, expected {SCHEMA_VERSION}"
                 )
+            if not readonly:
+                self._db.execute(_SNAPSHOT_TABLE)
             self._db.execute("SELECT count(*) FROM envelopes").fetchone()
         except sqlite3.DatabaseError as exc:
             raise CorruptStore(f"{path}: not a readable agentmesh store ({exc})") from exc
@@ -184,6 +204,47 @@ class SqliteStore:
             if zlib.crc32(raw) != crc:
                 raise CorruptStore(f"{self.path}: membership-log row {index} is corrupt (checksum)")
         return [bytes(row[1]) for row in rows]
+
+    def last_lid(self) -> int:
+        try:
+            row = self._db.execute("SELECT max(lid) FROM envelopes").fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return int(row[0] or 0)
+
+    def put_snapshot(self, row: SnapshotRow) -> None:
+        self._begin()
+        crc = _snapshot_crc(row.doc, row.lid, row.meta, row.state, row.view)
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshot (doc, lid, meta, state, view, crc)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (row.doc, row.lid, row.meta, row.state, row.view, crc),
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def snapshot_rows(self, docs: Sequence[str] | None = None) -> list[SnapshotRow]:
+        query = "SELECT doc, lid, meta, state, view, crc FROM snapshot"
+        args: tuple[str, ...] = ()
+        if docs is not None:
+            args = tuple(sorted(set(docs)))
+            query += f" WHERE doc IN ({', '.join('?' * len(args))})" if args else " WHERE 0"
+        try:
+            fetched = self._db.execute(query + " ORDER BY doc", args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a store no writer has opened since the upgrade
+                return []
+            raise self._error(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        rows = []
+        for doc, lid, meta, state, view, crc in fetched:
+            row = SnapshotRow(doc, lid, bytes(meta), bytes(state), bytes(view))
+            if _snapshot_crc(doc, lid, row.meta, row.state, row.view) != crc:
+                raise CorruptStore(f"{self.path}: snapshot row {doc!r} is corrupt (checksum)")
+            rows.append(row)
+        return rows
 
     def commit(self) -> None:
         if self._in_txn:

@@ -84,9 +84,7 @@ class InviteRecord:
     @classmethod
     def decode(cls, data: bytes) -> InviteRecord:
         f = cbor.decode(data)
-        return cls(
-            f[0], frozenset(f[1]), f[2], f[3], f[4], bool(f[5]), f[6], f[7] or None, f[8]
-        )
+        return cls(f[0], frozenset(f[1]), f[2], f[3], f[4], bool(f[5]), f[6], f[7] or None, f[8])
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,9 @@ class JoinDesk:
         )
         if not hmac.compare_digest(expected, request.proof):
             failures = record.failures + 1
-            state = BURNED if failures >= MAX_INVITE_FAILURES and record.state != USED else record.state
+            state = (
+                BURNED if failures >= MAX_INVITE_FAILURES and record.state != USED else record.state
+            )
             self._save(request.invite_id, replace(record, failures=failures, state=state))
             return _refused(*_INVALID)
         if record.state == USED:

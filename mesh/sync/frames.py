@@ -21,7 +21,6 @@ from typing import Any
 from mesh import cbor
 from mesh.errors import FrameTooLarge, LimitExceeded, MalformedFrame, UnknownFrameType
 from mesh.limits import (
-    MAX_BATCH_BYTES,
     MAX_CLOCK,
     MAX_DOC_NAME_BYTES,
     MAX_DOCS_PER_FRAME,
@@ -192,10 +191,8 @@ def decode(data: bytes) -> Frame:
             envelopes = fields[2]
             if not isinstance(envelopes, list) or len(envelopes) > MAX_ENVELOPES_PER_BATCH:
                 raise LimitExceeded("too many envelopes in one batch")
-            raws = tuple(cbor.expect_bytes(e, "envelope") for e in envelopes)
-            if sum(len(r) for r in raws) > MAX_BATCH_BYTES + MAX_FRAME_BYTES // 4:
-                raise LimitExceeded("batch too large")
-            return Envelopes(batch_no, raws)
+            # The frame's own size bounds the batch (one envelope may fill a frame).
+            return Envelopes(batch_no, tuple(cbor.expect_bytes(e, "envelope") for e in envelopes))
         if kind == ACK:
             fields = cbor.expect_list(value, 4, "ack")
             refused_list = fields[3]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdt_state.envelope import GENESIS_PREV as ENVELOPE_GENESIS_PREV
-from crdt_state.envelope import Envelope, seal
+from crdt_state.envelope import Envelope, proof_of, seal
 from crdt_state.replica import Replica
 from crdt_state.schema import AGENT, SHARED, device_doc
 from crdt_state.storage.memory import MemoryStore
@@ -184,7 +184,7 @@ class Log:
         incarnation: bytes | None = None,
     ) -> LogEntry:
         a, b = pair
-        proof = (author or a.author, incarnation or a.incarnation, a.raw, b.raw)
+        proof = (author or a.author, incarnation or a.incarnation, proof_of(a), proof_of(b))
         return self.next(ACTION_QUARANTINE, quarantine=proof, cutoffs=cutoffs)
 
     def quarantine(self, pair: tuple[Envelope, Envelope], *cutoffs: Cutoff) -> LogEntry:
@@ -692,14 +692,71 @@ def test_a_revoked_key_is_never_certified_again() -> None:
     assert log.membership.caps(DEVICE.public_key) == frozenset()
 
 
-def test_recertification_replaces_capabilities() -> None:
+def test_recertification_keeps_or_adds_capabilities() -> None:
     log = populated()
-    log.admit(cert(ADMIN_ID, DEVICE, {READ}))
-    assert log.membership.caps(DEVICE.public_key) == {READ}
-    log.admit(cert(ROOT, ADMIN_ID, {READ, ADMIN}))  # the root demotes an admin
-    assert log.membership.caps(ADMIN_ID.public_key) == {READ, ADMIN}
+    # The same capabilities again (e.g. a renewal with a later expiry) are accepted ...
+    log.admit(cert(ADMIN_ID, DEVICE2, {READ, WRITE}, expires=NOW + 2 * YEAR_MS))
+    assert log.membership.caps(DEVICE2.public_key) == {READ, WRITE}
+    assert log.membership.is_member(DEVICE2.public_key, NOW + YEAR_MS)
+    # ... and so are more, within what the issuer holds.
+    log.admit(cert(ADMIN_ID, DEVICE2, {APPROVE, READ, WRITE}))
+    assert log.membership.caps(DEVICE2.public_key) == {APPROVE, READ, WRITE}
+    # The root may add anything to an admin.
+    log.admit(cert(ROOT, ADMIN_ID, ALL_CAPS - {RUNTIME}))
+    assert log.membership.caps(ADMIN_ID.public_key) == ALL_CAPS - {RUNTIME}
+
+
+@pytest.mark.parametrize(
+    ("issuer", "subject", "caps"),
+    [
+        (ADMIN_ID, DEVICE, {READ}),  # an admin reduces a device
+        (ROOT, DEVICE, {READ}),  # not even the root reduces a member
+        (ROOT, DEVICE, {READ, WRITE, ADMIN}),  # adds admin but drops approve
+        (ROOT, ADMIN_ID, {READ, ADMIN}),  # the root demotes an admin
+        (ROOT, ADMIN_ID, {READ}),  # the root downgrades an admin to a device
+        (ROOT, RUNTIME_ID, ADMIN_CAPS),  # the runtime loses runtime
+        (ROOT, DEVICE, set()),  # a certificate of no capabilities
+    ],
+)
+def test_a_certificate_may_not_shrink_capabilities(
+    issuer: Identity, subject: Identity, caps: set[str]
+) -> None:
+    # Envelopes claim the capabilities of a log position (mship) chosen by their author:
+    # were capabilities allowed to shrink, an author could claim an older position.
+    log = populated()
+    entry = log.next(ACTION_ADMIT, record=cert(issuer, subject, caps).raw)
+    with pytest.raises(NotAuthorized) as excinfo:
+        log.membership.add(entry)
+    assert excinfo.type is NotAuthorized  # refused as a shrink, not as an escalation
+    log.refuses(entry, NotAuthorized)
+    assert log.membership.caps(ADMIN_ID.public_key) == ADMIN_CAPS
+    assert log.membership.caps(DEVICE.public_key) == DEVICE_CAPS
+    assert log.membership.caps(RUNTIME_ID.public_key) == ALL_CAPS
+
+
+def test_capabilities_are_reduced_by_revoking_and_re_pairing() -> None:
+    log = populated()
+    log.refuses(log.next(ACTION_ADMIT, record=cert(ADMIN_ID, DEVICE, {READ}).raw), NotAuthorized)
+    log.revoke(revocation(ADMIN_ID, DEVICE), cutoff(SHARED, INC1, 3))
+    # The old key is gone for good, even with the reduced capabilities ...
+    log.refuses(log.next(ACTION_ADMIT, record=cert(ROOT, DEVICE, {READ}).raw), NotAuthorized)
+    # ... and the same device pairs again under a new key.
+    repaired = seeded_identity(30)
+    log.admit(cert(ADMIN_ID, repaired, {READ}))
+    m = log.membership
+    assert m.caps(repaired.public_key) == {READ}
+    assert m.is_member(repaired.public_key)
+    assert not m.is_member(DEVICE.public_key)
+    assert m.chain_limit(DEVICE.public_key, INC1, SHARED) == 3
+    assert m.chain_limit(repaired.public_key, INC1, SHARED) is None
+
+
+def test_an_escalating_recertification_is_refused() -> None:
+    log = populated()
+    log.admit(cert(ROOT, ADMIN2, {READ, ADMIN}))
+    # DEVICE2 holds read and write; ADMIN2 holds no write, so it may not re-grant it.
     log.refuses(
-        log.next(ACTION_ADMIT, record=cert(ADMIN_ID, DEVICE, {READ, WRITE}).raw),
+        log.next(ACTION_ADMIT, record=cert(ADMIN2, DEVICE2, {READ, WRITE}).raw),
         CapabilityEscalation,
     )
 
@@ -777,11 +834,22 @@ def test_only_the_root_revokes_an_admin_or_the_runtime(subject: Identity) -> Non
     log.revoke(revocation(ROOT, subject))
 
 
-def test_an_admin_downgraded_to_a_device_can_be_revoked_by_an_admin() -> None:
+def test_an_admin_is_not_downgraded_but_revoked_and_re_paired_as_a_device() -> None:
     log = populated()
     log.admit(cert(ROOT, ADMIN2, ADMIN_CAPS))
-    log.admit(cert(ROOT, ADMIN2, {READ}))
-    log.revoke(revocation(ADMIN_ID, ADMIN2))
+    # A downgrade is refused, so the key stays an admin that only the root revokes.
+    log.refuses(log.next(ACTION_ADMIT, record=cert(ROOT, ADMIN2, {READ}).raw), NotAuthorized)
+    assert log.membership.caps(ADMIN2.public_key) == ADMIN_CAPS
+    log.refuses(log.next(ACTION_REVOKE, record=revocation(ADMIN_ID, ADMIN2).raw), NotAuthorized)
+    # Revoke, then pair the same person again, as a device, under a new key.
+    log.revoke(revocation(ROOT, ADMIN2))
+    as_device = seeded_identity(31)
+    log.admit(cert(ADMIN_ID, as_device, {READ}))
+    assert log.membership.caps(as_device.public_key) == {READ}
+    # An admin may revoke the device it has become.
+    log.revoke(revocation(ADMIN_ID, as_device))
+    assert not log.membership.is_member(as_device.public_key)
+    assert not log.membership.is_member(ADMIN2.public_key)
 
 
 @pytest.mark.parametrize("issuer", [DEVICE, DEVICE2, STRANGER])
@@ -917,25 +985,41 @@ def test_quarantine_of_a_non_member_is_harmless() -> None:
 
 
 def _flip_signature(env: Envelope) -> bytes:
-    raw = bytearray(env.raw)
-    raw[-1] ^= 1
-    return bytes(raw)
+    """The fork-proof half of ``env`` with one bit of its signature flipped."""
+    bad = bytearray(env.signature)
+    bad[0] ^= 1
+    return cbor.encode([env.body, bytes(bad)])
+
+
+def test_a_fork_proof_half_is_the_signed_body_alone() -> None:
+    a, b = fork(DEVICE, INC1)
+    assert cbor.decode(proof_of(a)) == [a.body, a.signature]
+    assert cbor.decode(a.raw) == [a.body, a.signature, a.update]
+    log = populated()
+    log.quarantine((a, b))
+    assert (DEVICE.public_key, INC1) in log.membership.quarantined
+    quarantine = log.entries[-1].quarantine
+    assert quarantine is not None
+    assert quarantine[2:] == (proof_of(a), proof_of(b))
 
 
 def test_bogus_fork_proofs_are_refused() -> None:
     log = populated()
     a, b = fork(DEVICE, INC1)
+    pa, pb = proof_of(a), proof_of(b)
     bogus: list[tuple[bytes, bytes, bytes, bytes]] = [
-        (a.author, a.incarnation, a.raw, a.raw),  # the same envelope twice
-        (a.author, a.incarnation, a.raw, envelope(DEVICE, INC1, seq=2).raw),  # another seq
-        (a.author, a.incarnation, a.raw, envelope(DEVICE, INC1, doc=DEVICE_DOC).raw),
-        (a.author, a.incarnation, a.raw, envelope(DEVICE, INC2, update=b"\x00\x01").raw),
-        (a.author, a.incarnation, a.raw, envelope(DEVICE2, INC1, update=b"\x00\x01").raw),
-        (a.author, a.incarnation, a.raw, _flip_signature(b)),  # bad signature
-        (a.author, a.incarnation, _flip_signature(a), b.raw),
-        (a.author, a.incarnation, a.raw, b"garbage"),
-        (DEVICE2.public_key, a.incarnation, a.raw, b.raw),  # names another author
-        (a.author, INC2, a.raw, b.raw),  # names another incarnation
+        (a.author, a.incarnation, pa, pa),  # the same envelope twice
+        (a.author, a.incarnation, pa, proof_of(envelope(DEVICE, INC1, seq=2))),  # another seq
+        (a.author, a.incarnation, pa, proof_of(envelope(DEVICE, INC1, doc=DEVICE_DOC))),
+        (a.author, a.incarnation, pa, proof_of(envelope(DEVICE, INC2, update=b"\x00\x01"))),
+        (a.author, a.incarnation, pa, proof_of(envelope(DEVICE2, INC1, update=b"\x00\x01"))),
+        (a.author, a.incarnation, pa, _flip_signature(b)),  # bad signature
+        (a.author, a.incarnation, _flip_signature(a), pb),
+        (a.author, a.incarnation, pa, b"garbage"),
+        (a.author, a.incarnation, a.raw, b.raw),  # whole envelopes, not proof halves
+        (a.author, a.incarnation, pa, cbor.encode([b.body, b.signature, b"extra"])),
+        (DEVICE2.public_key, a.incarnation, pa, pb),  # names another author
+        (a.author, INC2, pa, pb),  # names another incarnation
     ]
     for proof in bogus:
         log.refuses(log.next(ACTION_QUARANTINE, quarantine=proof), MalformedRecord)
@@ -1039,12 +1123,17 @@ def _build_valid_log(data: st.DataObject) -> Log:
             member = m.member(key)
             return member is not None and member.revoked_at is not None
 
+        def held(identity: Identity) -> frozenset[str]:
+            member = m.member(identity.public_key)
+            return frozenset() if member is None else member.cert.caps
+
         op = data.draw(st.sampled_from(["root-cert", "admin-cert", "revoke", "quarantine"]))
         if op == "root-cert":
             subject = _pick(data, [k for k in POOL if not revoked(k.public_key)])
             if subject is None:
                 continue
-            caps = data.draw(st.frozensets(st.sampled_from(NO_RUNTIME_CAPS)))
+            # Capabilities only grow: a member keeps at least what it holds.
+            caps = data.draw(st.frozensets(st.sampled_from(NO_RUNTIME_CAPS))) | held(subject)
             log.admit(cert(ROOT, subject, caps, issued=NOW, expires=NOW + YEAR_MS))
         elif op == "admin-cert":
             admins = [
@@ -1065,8 +1154,10 @@ def _build_valid_log(data: st.DataObject) -> Log:
             subject = _pick(data, subjects)
             if subject is None:
                 continue
-            allowed = sorted(m.caps(issuer.public_key) - {RUNTIME})
-            caps = data.draw(st.frozensets(st.sampled_from(allowed)))
+            allowed = m.caps(issuer.public_key) - {RUNTIME}
+            if not held(subject) <= allowed:
+                continue  # the issuer could neither keep nor add to the subject's caps
+            caps = data.draw(st.frozensets(st.sampled_from(sorted(allowed)))) | held(subject)
             log.admit(cert(issuer, subject, caps))
         elif op == "revoke":
             subject = _pick(data, [k for k in POOL if current(k.public_key)])

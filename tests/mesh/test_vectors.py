@@ -23,7 +23,14 @@ from pycrdt import Map
 import crdt_state.errors
 import mesh.errors
 from crdt_state import lib0
-from crdt_state.envelope import ENVELOPE_DOMAIN, client_id_of, decode_envelope
+from crdt_state.envelope import (
+    ENVELOPE_DOMAIN,
+    client_id_of,
+    decode_envelope,
+    decode_proof,
+    is_fork,
+    proof_of,
+)
 from crdt_state.replica import Replica
 from crdt_state.schema import device_doc
 from crdt_state.storage.memory import MemoryStore
@@ -68,11 +75,21 @@ def log_entries(count: int) -> list[bytes]:
     return [unhex(e["wire"]) for e in load("log")["entries"][:count]]
 
 
-def envelope_wire(name: str) -> bytes:
+def envelope_item(name: str) -> dict[str, Any]:
     for env in load("envelopes")["envelopes"]:
         if env["name"] == name:
-            return unhex(env["wire"])
+            return env
     raise KeyError(name)
+
+
+def envelope_wire(name: str) -> bytes:
+    return unhex(envelope_item(name)["wire"])
+
+
+def envelope_proof(name: str) -> bytes:
+    """The fork-proof half of envelope ``name``: canonical CBOR [body, signature]."""
+    item = envelope_item(name)
+    return cbor.encode([unhex(item["body"]), unhex(item["signature"])])
 
 
 def verifier(log_prefix: int) -> Replica:
@@ -202,7 +219,7 @@ def _entry_body(fields: dict[str, Any]) -> list[Any]:
         return [*body, unhex(fields["record"])]
     if fields["action"] == 1:
         return [*body, unhex(fields["record"]), cutoffs]
-    quarantine = [unhex(fields[k]) for k in ("author", "incarnation", "envelope_a", "envelope_b")]
+    quarantine = [unhex(fields[k]) for k in ("author", "incarnation", "proof_a", "proof_b")]
     return [*body, *quarantine, cutoffs]
 
 
@@ -236,9 +253,15 @@ def test_log_entries() -> None:
             assert [x.hex() for x in entry.quarantine] == [
                 fields["author"],
                 fields["incarnation"],
-                fields["envelope_a"],
-                fields["envelope_b"],
+                fields["proof_a"],
+                fields["proof_b"],
             ]
+            # Each half is [body, signature] of an envelope of envelopes.json, without its update.
+            name_a, name_b = item["proof_of"]
+            assert entry.quarantine[2:] == (envelope_proof(name_a), envelope_proof(name_b))
+            a, b = decode_proof(entry.quarantine[2]), decode_proof(entry.quarantine[3])
+            assert is_fork(a, b)
+            assert (a.author, a.incarnation) == entry.quarantine[:2]
         previous = entry.hash
         actions.append(entry.action)
     assert actions[0] == 0 and {0, 1, 2} <= set(actions)
@@ -279,7 +302,10 @@ def test_envelopes() -> None:
     for item in data["envelopes"]:
         fields = item["fields"]
         wire, body, sig = unhex(item["wire"]), unhex(item["body"]), unhex(item["signature"])
-        assert cbor.encode([body, sig]) == wire
+        update = unhex(item["update"])
+        assert cbor.encode([body, sig, update]) == wire
+        assert cbor.encode([body, sig]) == unhex(item["proof"])
+        assert hashlib.sha256(update).hexdigest() == fields["update_hash"]
         expected_body = [
             fields["version"],
             unhex(fields["mesh_id"]),
@@ -291,9 +317,10 @@ def test_envelopes() -> None:
             fields["mship"],
             fields["context"],
             unhex(fields["prev"]),
-            unhex(fields["update"]),
+            unhex(fields["update_hash"]),
         ]
         assert cbor.encode(expected_body) == body
+        assert unhex(item["signing_input"]) == ENVELOPE_DOMAIN + body
         verify(unhex(fields["author"]), ENVELOPE_DOMAIN + body, sig)
         assert hashlib.sha256(body).hexdigest() == item["hash"]
         env = decode_envelope(wire)
@@ -308,7 +335,18 @@ def test_envelopes() -> None:
         assert env.mship == fields["mship"]
         assert [list(p) for p in env.context] == fields["context"]
         assert env.prev.hex() == fields["prev"]
-        assert env.update.hex() == fields["update"]
+        assert env.update.hex() == item["update"]
+        assert (env.body, env.signature) == (body, sig)
+        assert proof_of(env) == unhex(item["proof"])
+        header = decode_proof(unhex(item["proof"]))
+        assert (header.mesh_id, header.doc, header.author, header.incarnation, header.seq) == (
+            env.mesh_id,
+            env.doc,
+            env.author,
+            env.incarnation,
+            env.seq,
+        )
+        assert header.hash == env.hash
         assert env.client_id == item["client_id"] == clients[fields["incarnation"]]
         decoded = decode_update(env.update)
         got = item["update_decoded"]
@@ -427,7 +465,8 @@ def test_frames() -> None:
             assert [[r.doc, r.client, r.seq, r.code] for r in frame.refused] == value[3]
         elif isinstance(frame, frames.Fork):
             assert [frame.existing, frame.incoming] == value[1:]
-            assert [frame.existing, frame.incoming] == [envelope_wire("F1"), envelope_wire("F2")]
+            assert [frame.existing, frame.incoming] == [envelope_proof("F1"), envelope_proof("F2")]
+            assert is_fork(decode_proof(frame.existing), decode_proof(frame.incoming))
         else:
             assert isinstance(frame, frames.Error)
             assert [frame.code, frame.message] == value[1:]
@@ -449,6 +488,8 @@ def _refuse(case: dict[str, Any]) -> None:
         decode_entry(data)
     elif kind == "envelope":
         decode_envelope(data)
+    elif kind == "fork_proof":
+        decode_proof(data)
     elif kind == "frame":
         frames.decode(data)
     elif kind == "framing":

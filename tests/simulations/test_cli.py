@@ -54,7 +54,7 @@ def test_a_failing_seed_exits_non_zero_prints_replay_and_shrinks() -> None:
 
 def test_no_faults_profile_and_toggles() -> None:
     code, out = invoke("--seed", "2", "--duration", "1m", "--no-faults", "--no-hostile", "--json")
-    assert code == 0
+    assert code == 0 and json.loads(out)["failures"] == 0
     code, _ = invoke("--seed", "2", "--duration", "1m", "--no-partitions", "--no-crashes")
     assert code == 0
 

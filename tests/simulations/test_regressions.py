@@ -13,7 +13,7 @@ from crdt_state.envelope import seal
 from crdt_state.replica import Replica
 from crdt_state.schema import SHARED, device_doc
 from crdt_state.storage.memory import MemoryStore
-from mesh.engine import Engine, Refused
+from mesh.engine import Engine, Output, Refused
 from mesh.sync import frames
 from tests.support import NOW, new_mesh, seeded_identity
 
@@ -75,7 +75,12 @@ def test_quarantined_author_new_incarnation_still_syncs() -> None:
     device.write(own_doc, "acks", "after-restart", "new")
     fresh.seal_all(NOW)
     refused: list[Refused] = []
-    mesh.net.observers.append(lambda _k, out: refused.append(out) if isinstance(out, Refused) else None)
+
+    def watch(_key: bytes, out: Output) -> None:
+        if isinstance(out, Refused):
+            refused.append(out)
+
+    mesh.net.observers.append(watch)
     for _ in range(SESSIONS):
         mesh.connect(device)
         mesh.settle()

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pycrdt import Doc, Map
+from pycrdt import Doc, Map, Text
 
 from crdt_state import lib0
 from crdt_state.envelope import (
@@ -35,6 +35,7 @@ from crdt_state.envelope import (
     Envelope,
     client_id_of,
     decode_envelope,
+    proof_of,
     seal,
 )
 from crdt_state.replica import Replica
@@ -153,7 +154,7 @@ def revocation_fields(rev: Revocation) -> dict[str, Any]:
 
 
 def split_wire(raw: bytes) -> tuple[bytes, bytes]:
-    """(body, signature) of a ``[body, signature]`` wire form."""
+    """(body, signature) of a ``[body, signature]`` (or envelope ``[body, signature, update]``)."""
     outer = cbor.decode(raw)
     return outer[0], outer[1]
 
@@ -200,10 +201,16 @@ def signed_wire(identity: Identity, domain: bytes, body: bytes) -> bytes:
 
 
 def flip_signature_bit(raw: bytes) -> bytes:
-    body, sig = split_wire(raw)
-    bad = bytearray(sig)
+    """A record, entry, envelope or fork-proof half with its signature's first bit flipped."""
+    outer = cbor.decode(raw)
+    bad = bytearray(outer[1])
     bad[0] ^= 0x01
-    return cbor.encode([body, bytes(bad)])
+    return cbor.encode([outer[0], bytes(bad), *outer[2:]])
+
+
+def signed_envelope(identity: Identity, body: bytes, update: bytes) -> bytes:
+    """An envelope wire form ``[body, signature, update]`` around a hand-made body."""
+    return cbor.encode([body, identity.sign(ENVELOPE_DOMAIN + body), update])
 
 
 # --- the scenario -----------------------------------------------------------------------------
@@ -420,13 +427,18 @@ class Scenario:
         )
         self.deliver(self.runtime, self.envelopes["F1"], T0 + 11_001)
 
-        # Log 6: quarantine of the forked incarnation.
+        # Log 6: quarantine of the forked incarnation; the proof is F1's and F2's signed bodies.
         f1, f2 = self.envelopes["F1"], self.envelopes["F2"]
         self.commit(
-            "quarantine the forked laptop incarnation",
+            "quarantine the forked laptop incarnation (fork proof: F1 and F2)",
             T0 + 20_000,
             ACTION_QUARANTINE,
-            quarantine=(self.key("laptop"), INCARNATIONS["laptop-fork"], f1.raw, f2.raw),
+            quarantine=(
+                self.key("laptop"),
+                INCARNATIONS["laptop-fork"],
+                proof_of(f1),
+                proof_of(f2),
+            ),
             cutoffs=self.runtime.cutoffs(self.key("laptop"), INCARNATIONS["laptop-fork"]),
         )
 
@@ -531,7 +543,7 @@ def records_json(s: Scenario) -> dict[str, Any]:
 # --- log.json ---------------------------------------------------------------------------------
 
 
-def entry_json(entry: LogEntry, note: str) -> dict[str, Any]:
+def entry_json(entry: LogEntry, note: str, proofs: dict[bytes, str]) -> dict[str, Any]:
     body, sig = split_wire(entry.raw)
     fields: dict[str, Any] = {
         "version": 1,
@@ -545,16 +557,21 @@ def entry_json(entry: LogEntry, note: str) -> dict[str, Any]:
     if entry.action in (ACTION_ADMIT, ACTION_REVOKE):
         fields["record"] = hx(entry.record)
     if entry.quarantine is not None:
-        author, incarnation, env_a, env_b = entry.quarantine
+        author, incarnation, proof_a, proof_b = entry.quarantine
         fields["author"] = hx(author)
         fields["incarnation"] = hx(incarnation)
-        fields["envelope_a"] = hx(env_a)
-        fields["envelope_b"] = hx(env_b)
+        fields["proof_a"] = hx(proof_a)
+        fields["proof_b"] = hx(proof_b)
     if entry.action in (ACTION_REVOKE, ACTION_QUARANTINE):
         fields["cutoffs"] = [cutoff_json(c) for c in entry.cutoffs]
+    extra: dict[str, Any] = {}
+    if entry.quarantine is not None:
+        # Which envelopes of envelopes.json the two fork-proof halves are the signed bodies of.
+        extra["proof_of"] = [proofs[entry.quarantine[2]], proofs[entry.quarantine[3]]]
     return {
         "note": note,
         "fields": fields,
+        **extra,
         "body": hx(body),
         "signing_input": hx(LOG_DOMAIN + body),
         "signature": hx(sig),
@@ -605,13 +622,17 @@ def log_json(s: Scenario) -> dict[str, Any]:
     folded = Membership(s.mesh_id)
     for entry in s.entries:
         folded.add(entry)
+    proofs = {proof_of(env): name for name, env in s.envelopes.items()}
     return {
         "about": "The runtime's membership log: [body, signature], Ed25519 over LOG_DOMAIN+body; "
-        "hash = SHA-256(body); prev = hash of the previous entry (zeros for entry 0).",
+        "hash = SHA-256(body); prev = hash of the previous entry (zeros for entry 0). "
+        "A quarantine's proof_a/proof_b are fork-proof halves [body, signature] of envelopes.",
         "conventions": "byte strings are lowercase hex; caps_at[p] = caps_at(key, p)",
         "log_domain": hx(LOG_DOMAIN),
         "mesh_id": hx(s.mesh_id),
-        "entries": [entry_json(e, n) for e, n in zip(s.entries, s.entry_notes, strict=True)],
+        "entries": [
+            entry_json(e, n, proofs) for e, n in zip(s.entries, s.entry_notes, strict=True)
+        ],
         "after_fold": membership_json(s, folded),
     }
 
@@ -621,6 +642,7 @@ def log_json(s: Scenario) -> dict[str, Any]:
 
 def envelope_json(s: Scenario, name: str, env: Envelope) -> dict[str, Any]:
     body, sig = split_wire(env.raw)
+    assert cbor.decode(env.raw)[2] == env.update
     inc_name = next(k for k, v in INCARNATIONS.items() if v == env.incarnation)
     return {
         "name": name,
@@ -638,12 +660,15 @@ def envelope_json(s: Scenario, name: str, env: Envelope) -> dict[str, Any]:
             "mship": env.mship,
             "context": [list(pair) for pair in env.context],
             "prev": hx(env.prev),
-            "update": hx(env.update),
+            "update_hash": hashlib.sha256(env.update).hexdigest(),
         },
+        "update": hx(env.update),
         "body": hx(body),
+        "signing_input": hx(ENVELOPE_DOMAIN + body),
         "signature": hx(sig),
         "wire": hx(env.raw),
         "hash": hx(env.hash),
+        "proof": hx(proof_of(env)),
         "client_id": env.client_id,
         "update_decoded": update_json(env.update),
     }
@@ -710,8 +735,9 @@ def envelopes_json(s: Scenario) -> dict[str, Any]:
         "a fork is detected while one half is held": receive_steps(s, 1, ["F1", "F2"]),
     }
     return {
-        "about": "Envelopes made by real Replicas: [body, signature], Ed25519 over "
-        "ENVELOPE_DOMAIN+body; hash = SHA-256(body).",
+        "about": "Envelopes made by real Replicas: wire = [body, signature, update], Ed25519 "
+        "over ENVELOPE_DOMAIN+body, body field 10 = SHA-256(update); hash = SHA-256(body); "
+        "proof = [body, signature], one half of a fork proof.",
         "conventions": "byte strings are lowercase hex; context = [[client, clock], ...]; "
         "update_decoded.deletes = [[client, clock, length], ...]; "
         "ref_ends = [[client, end], ...]",
@@ -747,7 +773,7 @@ def frames_json(s: Scenario) -> dict[str, Any]:
             "ACK",
             frames.Ack(1, {"shared": {laptop: 2}}, (frames.Refusal("shared", phone, 2, "CutOff"),)),
         ),
-        ("FORK", frames.Fork(s.envelopes["F1"].raw, s.envelopes["F2"].raw)),
+        ("FORK", frames.Fork(proof_of(s.envelopes["F1"]), proof_of(s.envelopes["F2"]))),
         ("ERROR", frames.Error("VersionMismatch", "peer speaks protocol 2")),
     ]
     out = []
@@ -816,6 +842,9 @@ def _entry(
     ).raw
 
 
+EMPTY_UPDATE = b"\x00\x00"  # no struct groups, empty delete set
+
+
 def _env_body(s: Scenario, author: str, inc: str, **override: Any) -> list[Any]:
     base: dict[str, Any] = {
         "version": 1,
@@ -828,7 +857,7 @@ def _env_body(s: Scenario, author: str, inc: str, **override: Any) -> list[Any]:
         "mship": 5,
         "context": [],
         "prev": GENESIS_PREV,
-        "update": b"\x00\x00",
+        "update_hash": hashlib.sha256(EMPTY_UPDATE).digest(),
     }
     base.update(override)
     return list(base.values())
@@ -864,6 +893,16 @@ def _flat_violation(client: int, how: str) -> bytes:
     doc = Doc(client_id=client)
     if how == "root":
         doc.get("notes", type=Map)["x"] = "y"
+        return doc.get_update(b"\x00")
+    if how in ("string", "format", "embed"):
+        # A root that the schema declares a Map, written as Text: the update names only the root.
+        text = doc.get("messages", type=Text)
+        if how == "string":
+            text.insert(0, "hi")
+        elif how == "format":
+            text.insert(0, "hi", {"bold": True})
+        else:
+            text.insert_embed(0, {"image": "x.png"})
         return doc.get_update(b"\x00")
     doc.get("messages", type=Map)["box"] = Map()
     if how == "nested":
@@ -1164,62 +1203,88 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         _entry(s, action=ACTION_REVOKE, record=stranger_cert.raw),
         "MalformedRecord",
     )
-    a1 = s.envelopes["A1"]
-    member(
-        "quarantine with the same envelope twice",
-        _entry(
-            s,
-            action=ACTION_QUARANTINE,
-            quarantine=(a1.author, a1.incarnation, a1.raw, a1.raw),
-        ),
-        "MalformedRecord",
-    )
-    a2 = s.envelopes["A2"]
-    member(
-        "quarantine of two envelopes at different seqs",
-        _entry(
-            s,
-            action=ACTION_QUARANTINE,
-            quarantine=(a1.author, a1.incarnation, a1.raw, a2.raw),
-        ),
-        "MalformedRecord",
-    )
+    a1, a2 = s.envelopes["A1"], s.envelopes["A2"]
     f1, f2 = s.envelopes["F1"], s.envelopes["F2"]
+    pf1, pf2 = proof_of(f1), proof_of(f2)
+
+    def quarantine(proof_a: bytes, proof_b: bytes, **kwargs: Any) -> bytes:
+        author = kwargs.pop("author", f1.author)
+        incarnation = kwargs.pop("incarnation", f1.incarnation)
+        return _entry(
+            s,
+            action=ACTION_QUARANTINE,
+            quarantine=(author, incarnation, proof_a, proof_b),
+            **kwargs,
+        )
+
+    member(
+        "a proof pair that is not a fork: the same envelope twice",
+        quarantine(proof_of(a1), proof_of(a1), author=a1.author, incarnation=a1.incarnation),
+        "MalformedRecord",
+    )
+    member(
+        "a proof pair that is not a fork: two seqs of one chain",
+        quarantine(proof_of(a1), proof_of(a2), author=a1.author, incarnation=a1.incarnation),
+        "MalformedRecord",
+    )
+    member(
+        "a proof pair that is not a fork: two incarnations",
+        quarantine(proof_of(a1), pf2),
+        "MalformedRecord",
+    )
+    member(
+        "a fork proof half with a bad signature",
+        quarantine(pf1, flip_signature_bit(pf2)),
+        "MalformedRecord",
+    )
+    member(
+        "a fork proof half that is a whole envelope (with its update)",
+        quarantine(pf1, f2.raw),
+        "MalformedRecord",
+    )
     member(
         "quarantine cutoff names another incarnation",
-        _entry(
-            s,
-            action=ACTION_QUARANTINE,
-            quarantine=(f1.author, f1.incarnation, f1.raw, f2.raw),
-            cutoffs=(Cutoff("shared", INCARNATIONS["laptop"], 1, f1.hash),),
-        ),
+        quarantine(pf1, pf2, cutoffs=(Cutoff("shared", INCARNATIONS["laptop"], 1, f1.hash),)),
         "MalformedRecord",
     )
     member(
         "quarantine naming another author than the proof",
-        _entry(
-            s,
-            action=ACTION_QUARANTINE,
-            quarantine=(s.key("phone"), f1.incarnation, f1.raw, f2.raw),
-        ),
+        quarantine(pf1, pf2, author=s.key("phone")),
         "MalformedRecord",
     )
-    foreign_a = _reseal(s, "F1", mesh_id=other_mesh)
-    foreign_b = _reseal(s, "F2", mesh_id=other_mesh)
+    foreign_a = proof_of(decode_envelope(_reseal(s, "F1", mesh_id=other_mesh)))
+    foreign_b = proof_of(decode_envelope(_reseal(s, "F2", mesh_id=other_mesh)))
     member(
         "quarantine whose fork proof belongs to another mesh",
-        _entry(
-            s,
-            action=ACTION_QUARANTINE,
-            quarantine=(f1.author, f1.incarnation, foreign_a, foreign_b),
-        ),
+        quarantine(foreign_a, foreign_b),
         "WrongMesh",
     )
-    admin_again = issue_certificate(
-        s.ids["admin"], s.mesh_id, s.key("admin"), frozenset({ADMIN, READ}), T0, T0 + YEAR_MS
+    shrunk = issue_certificate(
+        root, s.mesh_id, s.key("laptop"), frozenset({READ, WRITE}), T0, T0 + YEAR_MS, "laptop"
     )
     member(
-        "an admin re-certifies an admin",
+        "a certificate shrinking caps (the root drops the laptop's approve)",
+        _entry(s, record=shrunk.raw),
+        "NotAuthorized",
+    )
+    demoted = issue_certificate(
+        root, s.mesh_id, s.key("admin"), frozenset({READ}), T0, T0 + YEAR_MS, "admin"
+    )
+    member(
+        "a certificate shrinking caps (the root demotes the admin to a device)",
+        _entry(s, record=demoted.raw),
+        "NotAuthorized",
+    )
+    admin_again = issue_certificate(
+        s.ids["admin"],
+        s.mesh_id,
+        s.key("admin"),
+        frozenset({ADMIN, APPROVE, READ, WRITE}),
+        T0,
+        T0 + YEAR_MS,
+    )
+    member(
+        "an admin re-certifies an admin (same caps)",
         _entry(s, record=admin_again.raw),
         "NotAuthorized",
     )
@@ -1274,9 +1339,58 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     add("envelope", "bit-flipped signature", flip_signature_bit(a1.raw), "BadEnvelopeSignature")
     laptop = s.ids["laptop"]
 
-    def env(value: list[Any], signer: Identity = laptop) -> bytes:
-        return signed_wire(signer, ENVELOPE_DOMAIN, cbor.encode(value))
+    def env(value: list[Any], update: bytes = EMPTY_UPDATE, signer: Identity = laptop) -> bytes:
+        return signed_envelope(signer, cbor.encode(value), update)
 
+    a1_body, a1_sig = split_wire(a1.raw)
+    add(
+        "envelope",
+        "update does not match update_hash (another update after signing)",
+        cbor.encode([a1_body, a1_sig, a2.update]),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
+        "update does not match update_hash (one byte appended)",
+        cbor.encode([a1_body, a1_sig, a1.update + b"\x00"]),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
+        "bad signature and an update not matching its hash (signature checked first)",
+        cbor.encode([a1_body, bytes([a1_sig[0] ^ 0x01]) + a1_sig[1:], a2.update]),
+        "BadEnvelopeSignature",
+    )
+    add(
+        "envelope",
+        "the fork-proof form [body, signature] without the update",
+        proof_of(a1),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
+        "outer array of 4 items",
+        cbor.encode([a1_body, a1_sig, a1.update, b""]),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
+        "update (outer item 2) is text",
+        cbor.encode([a1_body, a1_sig, a1.update.hex()]),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
+        "the update inside the body instead of its hash",
+        env(_env_body(s, "laptop", "laptop", update_hash=EMPTY_UPDATE)),
+        "MalformedEnvelope",
+    )
+    add(
+        "envelope",
+        "update_hash is text",
+        env(_env_body(s, "laptop", "laptop", update_hash="00" * 32)),
+        "MalformedEnvelope",
+    )
     add("envelope", "seq 0", env(_env_body(s, "laptop", "laptop", seq=0)), "MalformedEnvelope")
     add(
         "envelope",
@@ -1338,12 +1452,6 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         env(_env_body(s, "laptop", "laptop")[:10]),
         "MalformedEnvelope",
     )
-    add(
-        "envelope",
-        "update is text",
-        env(_env_body(s, "laptop", "laptop", update="00")),
-        "MalformedEnvelope",
-    )
     values = _env_body(s, "laptop", "laptop")
     noncanon_body = (
         cbor_head(4, 11, 0)
@@ -1354,14 +1462,48 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     add(
         "envelope",
         "body not canonical (seq in two bytes), correctly signed",
-        signed_wire(laptop, ENVELOPE_DOMAIN, noncanon_body),
+        signed_envelope(laptop, noncanon_body, EMPTY_UPDATE),
         "MalformedEnvelope",
     )
     add(
         "envelope",
         "signature over the body without the domain prefix",
-        cbor.encode([split_wire(a1.raw)[0], laptop.sign(split_wire(a1.raw)[0])]),
+        cbor.encode([a1_body, laptop.sign(a1_body), a1.update]),
         "BadEnvelopeSignature",
+    )
+
+    # fork-proof halves (decode one half: [body, signature]) -------------------------------------
+    add(
+        "fork_proof",
+        "bit-flipped signature",
+        flip_signature_bit(proof_of(f2)),
+        "BadEnvelopeSignature",
+    )
+    f2_fields = cbor.decode(f2.body)
+    f2_fields[6] += 1  # hlc
+    add(
+        "fork_proof",
+        "F2's body changed after signing (hlc + 1)",
+        cbor.encode([cbor.encode(f2_fields), f2.signature]),
+        "BadEnvelopeSignature",
+    )
+    add("fork_proof", "a whole envelope (with its update)", f2.raw, "MalformedEnvelope")
+    add(
+        "fork_proof",
+        "signature of 63 bytes",
+        cbor.encode([split_wire(f2.raw)[0], split_wire(f2.raw)[1][:63]]),
+        "MalformedEnvelope",
+    )
+    add(
+        "fork_proof",
+        "body with 10 fields, correctly signed",
+        cbor.encode(
+            [
+                cbor.encode(_env_body(s, "laptop", "laptop")[:10]),
+                laptop.sign(ENVELOPE_DOMAIN + cbor.encode(_env_body(s, "laptop", "laptop")[:10])),
+            ]
+        ),
+        "MalformedEnvelope",
     )
 
     # receive: fold log_prefix entries, receive `accepted` in order, then this one
@@ -1397,20 +1539,16 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     )
     recv(
         "tablet (read, approve) writes shared",
-        signed_wire(
-            s.ids["tablet"],
-            ENVELOPE_DOMAIN,
-            cbor.encode(_env_body(s, "tablet", "x", mship=5)),
+        signed_envelope(
+            s.ids["tablet"], cbor.encode(_env_body(s, "tablet", "x", mship=5)), EMPTY_UPDATE
         ),
         "NotPermitted",
         [],
     )
     recv(
         "stranger writes shared",
-        signed_wire(
-            s.ids["stranger"],
-            ENVELOPE_DOMAIN,
-            cbor.encode(_env_body(s, "stranger", "x", mship=5)),
+        signed_envelope(
+            s.ids["stranger"], cbor.encode(_env_body(s, "stranger", "x", mship=5)), EMPTY_UPDATE
         ),
         "NotPermitted",
         [],
@@ -1434,6 +1572,7 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         [],
     )
     recv("second envelope of a fork", f2.raw, "ForkDetected", ["F1"])
+
     recv(
         "another seq 1 on an accepted chain",
         _reseal(s, "A1", hlc=a1.hlc + 1),
@@ -1457,6 +1596,14 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         _reseal(s, "A2", context=()),
         "ClockDiscontinuity",
         ["A1"],
+    )
+    recv(
+        "context claims an own clock the chain never reached (refused, not held for context)",
+        _reseal(
+            s, "R2", context=tuple(sorted((*s.envelopes["R2"].context, (s.client("runtime"), 5))))
+        ),
+        "ClockDiscontinuity",
+        [],
     )
     recv(
         "items do not start where the chain ends",
@@ -1516,6 +1663,17 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
         "MalformedEnvelope",
         [],
     )
+    for how, what in (
+        ("string", "a String item (text content) in a Map root"),
+        ("format", "a Format item (rich-text attribute) in a Map root"),
+        ("embed", "an Embed item in a Map root"),
+    ):
+        recv(
+            f"update holds {what}",
+            _reseal(s, "A1", update=_flat_violation(laptop_client, how)),
+            "MalformedEnvelope",
+            [],
+        )
 
     # frames --------------------------------------------------------------------------------------
     add("frame", "unknown frame type 7", cbor.encode([7]), "UnknownFrameType")
@@ -1613,7 +1771,9 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
             "record": "decode a membership record",
             "log_entry": "decode a membership-log entry",
             "membership": "fold the first log_prefix entries of log.json, then add this entry",
-            "envelope": "decode an envelope",
+            "envelope": "decode an envelope [body, signature, update], checking the signature "
+            "and then SHA-256(update) against the body's update_hash",
+            "fork_proof": "decode one fork-proof half [body, signature], checking the signature",
             "receive": "fold the first log_prefix entries of log.json, receive the envelopes "
             "named in accepted (envelopes.json) in order, then receive this envelope",
             "frame": "decode a sync frame",

@@ -69,7 +69,9 @@ async def libp2p_pair() -> AsyncIterator[Pair]:
                 await host_b.close()
 
 
-TRANSPORTS = pytest.mark.parametrize("make_pair", [memory_pair, libp2p_pair], ids=["memory", "libp2p"])
+TRANSPORTS = pytest.mark.parametrize(
+    "make_pair", [memory_pair, libp2p_pair], ids=["memory", "libp2p"]
+)
 
 
 @TRANSPORTS

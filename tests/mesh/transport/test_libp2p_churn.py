@@ -539,13 +539,19 @@ async def test_a_flood_of_silent_connections_does_not_lock_members_out(tmp_path:
                 async with online(devices):
                     await sync_once(runtime, devices[0], "during the flood")
                 member_took = trio.current_time() - member_started
+            await runtime.until_no_connections()  # the runtime's handlers have finished
         stats = runtime.guard.stats
-        print(stats, sorted(round(t, 2) for t in ended_by_runtime), member_took)
-        assert stats.refused_busy >= flood - MAX_PENDING_HANDSHAKES_PER_IP
-        assert stats.handshake_timeouts == flood - stats.refused_busy
-        assert len(ended_by_runtime) == flood
-        assert max(ended_by_runtime) < HANDSHAKE_TIMEOUT_S + 5
-        assert member_took < HANDSHAKE_TIMEOUT_S
+        # All but MAX_PENDING_HANDSHAKES_PER_IP were closed at once; those were closed
+        # when their handshake time ran out; meanwhile the member synced.
+        assert stats.refused_busy == flood - MAX_PENDING_HANDSHAKES_PER_IP
+        assert stats.handshake_timeouts == MAX_PENDING_HANDSHAKES_PER_IP
+        ended = sorted(ended_by_runtime)
+        assert len(ended) == flood
+        assert ended[stats.refused_busy - 1] < HANDSHAKE_TIMEOUT_S / 2
+        assert (
+            HANDSHAKE_TIMEOUT_S <= ended[stats.refused_busy] <= ended[-1] < HANDSHAKE_TIMEOUT_S + 2
+        )
+        assert member_took < HANDSHAKE_TIMEOUT_S / 2  # it did not wait for the flood to go
 
 
 def test_guard_counts_per_address() -> None:
