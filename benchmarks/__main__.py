@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[], Callable[[], dict[str, Any]]]] = {
     "inprocess": _inprocess,
     "sim": _sim,
     "inspect": lambda: __import__("benchmarks.inspect", fromlist=["run"]).run,
+    "network": lambda: __import__("benchmarks.network", fromlist=["run"]).run,
 }
 
 

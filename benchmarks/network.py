@@ -3,26 +3,33 @@
 Three systems run the same workloads in one invocation:
 
 * ``p2p``: ours over libp2p (TCP + Noise + yamux) on 127.0.0.1 with durable
-  acknowledgements: the runtime is an ``EngineDriver`` behind a libp2p host (gated
-  by ``MembershipGate``, as in ``nodes.runtime``); the writer and the readers are
-  device engines with their own hosts and drivers. Every node keeps a SQLite store
-  (WAL, ``synchronous=FULL``) in a temporary directory and signs its envelopes.
-  All nodes share one trio run (one process, one core).
+  acknowledgements. The runtime is the real ``agentmesh runtime`` command
+  (``python -m nodes runtime``: an EngineDriver behind a libp2p host, gated by
+  membership) in its own process, on a data dir prepared by ``init_runtime`` and
+  certificates as ``devices add`` issues them. Each device (the writer, each
+  reader) is an EngineDriver with its own libp2p host in its own process
+  (``device_worker``), driven by JSON lines from this process. Every node keeps a
+  SQLite store (WAL, ``synchronous=FULL``) in a temporary directory and signs its
+  envelopes. One process per node, as deployed: a node's blocking fsync stalls
+  only its own event loop (in one trio run, 21 nodes' fsyncs would serialise).
 * ``mem``: the same drivers, engines and SQLite stores over in-memory FrameStream
-  pairs (``mesh.transport.memory.memory_stream_pair``): what libp2p costs.
+  pairs (``mesh.transport.memory.memory_stream_pair``), all nodes in one trio run
+  (one thread: every node's fsync stalls all of them).
 * ``pycrdt_websocket``: pycrdt-websocket as it runs by default: its
   ``WebsocketServer`` behind ``ASGIServer`` under Hypercorn (asyncio) in a
-  subprocess, in memory (no store), and clients that are ``pycrdt.Provider`` over
-  ``HttpxWebsocket`` (httpx-ws) under asyncio in this process, after the trio run.
-  One change from the defaults: the clients accept messages up to 64 MiB (httpx-ws
-  refuses messages over 64 KiB by default, so W2's catch-up would fail).
+  subprocess, in memory (no store, nothing signed), and clients that are
+  ``pycrdt.Provider`` over ``HttpxWebsocket`` (httpx-ws), all under asyncio in this
+  process after the trio runs. One change from the defaults: the clients accept
+  messages up to 64 MiB (httpx-ws refuses messages over 64 KiB by default, which
+  would break W2's catch-up).
 
 Workloads (a record is ``map[key] = {5 small fields}`` in its own transaction; the
 writer yields to its event loop after each one):
 
 * W1: 20,000 records streamed writer -> runtime/server -> reader as fast as the
   writer can: records/s (first write to the reader holding all) and write-to-reader
-  latency p50/p99 (end of the writer's transaction to the reader's map observer).
+  latency p50/p99 (end of the writer's transaction to the reader's map observer;
+  CLOCK_MONOTONIC, comparable across processes).
 * W1p: the same, paced at 1,000 records/s: latency p50/p99.
 * W2: a reader holding 1,000 records reconnects and catches up on 100,000 more
   (written the W1 way while it was away, and held by the runtime/server before it
@@ -31,16 +38,17 @@ writer yields to its event loop after each one):
 * W3: 1 writer, 20 readers, 2,000 records: seconds from the first write until every
   reader holds every record.
 
-Bytes: ``*_framed_*`` counts the application frames (ours: length prefix + frame, at
+Bytes: ``*_framed_*`` counts application frames (ours: length prefix + frame, at
 the reader's FrameStream; theirs: WebSocket message payloads, at the reader's
 channel); it does not include Noise, yamux, multistream-select or identify for
 libp2p, nor WebSocket framing and HTTP for pycrdt-websocket. ``*_tcp_*`` counts
 TCP payload bytes of the reader's connection from the kernel (``ss -ti``:
-``bytes_received``, ``bytes_sent``), which includes all of those (and the
-connection handshakes). "to reader" is the catch-up itself; "from reader" is the
-reader's hello and acknowledgements (ours) or its sync step and its re-send of the
-whole catch-up update (pycrdt's provider sends back every update it applies).
-The W2 byte ratio's target is checked on TCP bytes to the reader.
+``bytes_received``, ``bytes_sent``, sampled when the reader holds everything),
+which includes all of those and the handshakes. "to reader" is the catch-up
+itself; "from reader" is the reader's hello and acknowledgements (ours) or its
+sync messages and its re-send of the whole catch-up update (pycrdt's provider
+sends back every update it applies; still under way when sampled). The W2 byte
+ratio's target is checked on TCP bytes to the reader.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import platform
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -1006,6 +1015,32 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **_commit_probe(),
+    }
+
+
+def _commit_probe(n: int = 200) -> dict[str, float]:
+    """What one SQLite WAL commit with synchronous=FULL (one fsync) costs here, now."""
+    with tempfile.TemporaryDirectory(prefix="agentmesh-bench-fsync-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "probe.sqlite", isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE t (x BLOB)")
+            times = []
+            for _ in range(n):
+                start = time.monotonic()
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO t VALUES (?)", (bytes(300),))
+                db.execute("COMMIT")
+                times.append(time.monotonic() - start)
+        finally:
+            db.close()
+    cuts = statistics.quantiles(times, n=100)
+    return {
+        "sqlite_full_commit_p50_us": round(cuts[49] * 1e6),
+        "sqlite_full_commit_p99_us": round(cuts[98] * 1e6),
     }
 
 
@@ -1041,6 +1076,7 @@ def _ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
 
 def run() -> dict[str, Any]:
     """All workloads through ours over libp2p, ours in memory, and pycrdt-websocket."""
+    before = _machine()
     from mesh.transport.libp2p import quiet_libp2p_logging
 
     quiet_libp2p_logging()
@@ -1050,7 +1086,8 @@ def run() -> dict[str, Any]:
     theirs = _pycrdt_websocket()
     return {
         "benchmark": "network",
-        "machine": _machine(),
+        "machine": before,
+        "machine_after": {k: v for k, v in _machine().items() if "commit" in k or "load" in k},
         "workloads": {
             "w1_records": W1_RECORDS,
             "w1p_records": W1P_RECORDS,

@@ -169,3 +169,56 @@ def test_joined_device_syncs_through_the_engine() -> None:
     node.write(SHARED, "messages", "hello", {"text": "joined"})
     mesh.settle()
     assert mesh.runtime.read(SHARED, "messages") == {"hello": {"text": "joined"}}
+
+
+def _restart(mesh: Mesh) -> JoinDesk:
+    """The runtime crashes (losing what it had not committed) and starts again."""
+    from crdt_state.replica import Replica
+    from crdt_state.storage.memory import MemoryStore
+    from mesh.engine import RUNTIME_ROLE, Engine
+
+    store = mesh.runtime.replica.store
+    assert isinstance(store, MemoryStore)
+    store.crash()
+    replica = Replica(mesh_id=mesh.mesh_id, store=store, author=mesh.runtime.identity)
+    replica.load()
+    mesh.runtime.replica = replica
+    mesh.runtime.engine = Engine(replica, mesh.runtime.identity, RUNTIME_ROLE)
+    return desk_of(mesh)
+
+
+@pytest.mark.parametrize("crash_before_commit", [True, False])
+def test_a_runtime_crash_at_any_step_ends_joined_or_cleanly_retryable(
+    crash_before_commit: bool,
+) -> None:
+    mesh = new_mesh()
+    desk = desk_of(mesh)
+    invite = desk.create(caps=CAPS, name="p", ttl_ms=600_000, require_approval=True, now_ms=NOW)
+    mesh.runtime.replica.store.commit()  # the invite was shown only after this commit
+    device = seeded_identity(50).public_key
+    assert ask(desk, invite, device).status == PENDING
+    if not crash_before_commit:
+        mesh.runtime.replica.store.commit()
+    desk = _restart(mesh)
+    # The device asks again: still waiting (claimed) or waiting again (claim was lost).
+    assert ask(desk, invite, device).status == PENDING
+    mesh.runtime.replica.store.commit()
+    desk.approve(device)
+    if not crash_before_commit:
+        mesh.runtime.replica.store.commit()
+    desk = _restart(mesh)
+    if crash_before_commit:  # the approval was lost with the crash: approve again
+        assert ask(desk, invite, device).status == PENDING
+        desk.approve(device)
+        mesh.runtime.replica.store.commit()
+    joined = ask(desk, invite, device)
+    assert joined.status == JOINED
+    if not crash_before_commit:
+        mesh.runtime.replica.store.commit()
+    desk = _restart(mesh)
+    # Whether or not the admission survived, asking again ends joined, never half-joined.
+    again = ask(desk, invite, device)
+    assert again.status == JOINED
+    membership = fold(mesh.mesh_id, [decode_entry(e) for e in again.entries])
+    assert membership.is_member(device)
+    assert sum(1 for m in membership.members if m == device) == 1
