@@ -184,6 +184,7 @@ def runtime(
     log_level: str,
 ) -> None:
     """Run the runtime node in the foreground (initialises an empty data dir first)."""
+    _catch_early_signals()
     from functools import partial
 
     import trio
@@ -211,6 +212,26 @@ def runtime(
     click.echo("runtime stopped", err=True)
 
 
+#: SIGINT/SIGTERM received before the node's event loop took over (see _catch_early_signals).
+_early_signals: list[int] = []
+
+
+def _catch_early_signals() -> None:
+    """Remember SIGINT/SIGTERM from now on instead of dying mid-start.
+
+    Python's default SIGINT handler raises KeyboardInterrupt wherever the process
+    is (in an import, under the data dir lock: it was seen swallowed there, leaving
+    a runtime that ignored the signal), and SIGTERM kills it outright.
+    """
+    import signal
+
+    def remember(signum: int, frame: object) -> None:
+        _early_signals.append(signum)
+
+    signal.signal(signal.SIGINT, remember)
+    signal.signal(signal.SIGTERM, remember)
+
+
 async def _serve_until_signal(start: Callable[..., Any], report: Callable[[Any], None]) -> None:
     """Run the node task ``start`` (it reports ready with task_status) until SIGINT/SIGTERM.
 
@@ -222,6 +243,8 @@ async def _serve_until_signal(start: Callable[..., Any], report: Callable[[Any],
     import trio
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if _early_signals:
+            return
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:

@@ -18,7 +18,7 @@ import re
 import socket
 import time
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -841,15 +841,24 @@ class Watcher:
         self.doc = doc
         self.docs, self.lid = inspector.current_docs([doc] if doc else None)
         self._events: list[tuple[str, MapEvent]] = []
+        #: The observed roots and their subscriptions (an observer lives as long as both).
+        self._observed: list[object] = []
         for name in list(self.docs):
             self._observe(name)
 
     def _observe(self, name: str) -> None:
         ydoc = self.docs[name]
         for root in ROOTS[kind_of(name)]:
-            ydoc.get(root, type=Map).observe(
-                lambda event, root=root: self._events.append((root, event))
-            )
+            shared = ydoc.get(root, type=Map)
+            subscription = shared.observe(self._recorder(root))
+            self._observed += [shared, subscription]
+
+    def _recorder(self, root: str) -> Callable[[MapEvent], None]:
+        # One parameter: pycrdt passes the transaction too to a callback that takes two.
+        def record(event: MapEvent) -> None:
+            self._events.append((root, event))
+
+        return record
 
     def poll(self) -> list[dict[str, Any]]:
         """Envelopes committed since the last poll (their changes applied)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,8 @@ NOT_REPLAYED = {"seed", "seeds", "jobs", "as_json", "shrink_failures", "trace_pa
 #: Failing seeds printed in full.
 MAX_FAILURES_SHOWN = 5
 DEFAULT_SEEDS = 10
+#: With ``--jobs 0`` (the default), runs of at least this many seeds use every core.
+AUTO_JOBS_MIN_SEEDS = 20
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -159,7 +162,12 @@ def _toggle(name: str) -> Callable[[FC], FC]:
 @click.option("--mutant", type=click.Choice(sorted(MUTANTS)), default=None, help="Broken build.")
 @click.option("--schedule", "schedule_text", default=None, help="Fault schedule: JSON or a file.")
 @click.option("--shrink/--no-shrink", "shrink_failures", default=True, show_default=True)
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Worker processes (0: one per core when running many seeds, else 1).",
+)
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
@@ -195,7 +203,7 @@ def sim(ctx: click.Context, /, **params: Any) -> None:
         )
         with progress:
             task = progress.add_task("seeds", total=len(seeds), failures=0)
-            for result in run_seeds(config, seeds, jobs=params["jobs"]):
+            for result in run_seeds(config, seeds, jobs=_jobs(params["jobs"], len(seeds))):
                 results.append(result)
                 failed = sum(not r.ok for r in results)
                 progress.update(task, advance=1, failures=failed)
@@ -232,6 +240,12 @@ def sim(ctx: click.Context, /, **params: Any) -> None:
             click.echo(f"  replay: {shrunk_info['replay']}")
         _print_table(summary, results[0].digest if len(seeds) == 1 else None)
     ctx.exit(1 if summary.failures else 0)
+
+
+def _jobs(requested: int, seeds: int) -> int:
+    if requested:
+        return requested
+    return (os.cpu_count() or 1) if seeds >= AUTO_JOBS_MIN_SEEDS else 1
 
 
 def _run_one(

@@ -128,8 +128,22 @@ class SimNode:
         self.incarnations += 1
         self.log_seen = min(self.log_seen, replica.membership.length)
 
+    def release(self) -> None:
+        """Let go of the current replica's documents.
+
+        pycrdt's ``Doc.observe`` keeps the document alive from Rust (its callback holds
+        the ``Doc``), so a replica that is dropped without unobserving leaks every
+        document: thousands of runs in one worker would grow without bound.
+        """
+        if self._replica is None:
+            return
+        for ydoc in self._replica.docs.values():
+            for subscription in list(ydoc._subscriptions):
+                ydoc.unobserve(subscription)
+
     def crash(self) -> None:
         """Power cut: lose what was not committed, every connection and all volatile state."""
+        self.release()
         self.store.crash()
         self.up = False
         self.life += 1

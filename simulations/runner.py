@@ -72,6 +72,8 @@ def run_seed(
     stats.update({f"write:{k}": v for k, v in cluster.workload.stats.items()})
     if cluster.hostile is not None:
         stats.update({f"hostile:{k}": v for k, v in cluster.hostile.stats.items()})
+    for node in cluster.nodes:
+        node.release()
     checker = cluster.checker
     return RunResult(
         seed=seed,

@@ -206,6 +206,7 @@ class InboundGuard:
         conn = self._by_muxed.pop(muxed, None)
         if conn is not None:
             conn.gone.set()
+            conn.closed.set()  # (its handler then closes the socket, if nothing else did)
 
     # --- the listener's handler ------------------------------------------------------------
 

@@ -97,9 +97,6 @@ def fast_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("nodes.device.BOOTSTRAP_TIMEOUT_S", 3.0)
 
 
-# A dial cancelled mid-connect (the test ends while a device retries) leaves trio's
-# unconnected socket to the garbage collector; only that warning is ignored here.
-@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 async def test_partitions_loss_and_latency_heal_and_converge(
     tmp_path: Path, fast_timeouts: None
 ) -> None:

@@ -388,10 +388,13 @@ async def test_a_thousand_member_cycles_leave_no_trace(tmp_path: Path) -> None:
 
 
 def assert_near_baseline(before: Usage, after: Usage, connections: int) -> None:
-    assert after.fds <= before.fds
-    assert after.tasks <= before.tasks
-    # py-libp2p's leak was ~61 blocks (~9.6 KB) per connection. What remains is
-    # trio's deadline heap (stale entries, pruned lazily, bounded) and the store's caches.
+    # A leak grows with the number of connections (py-libp2p's own: one task, and
+    # ~61 allocated blocks or ~9.6 KB, per connection); a connection still being torn
+    # down (yamux sleeps 0.1 s after its socket is closed) is allowed for.
+    assert after.fds <= before.fds + 2
+    assert after.tasks <= before.tasks + 5
+    # What remains is trio's deadline heap (stale entries, pruned lazily, bounded)
+    # and the store's caches.
     assert after.blocks - before.blocks < 15 * connections
     assert after.rss_kib - before.rss_kib < 16 * 1024
 
