@@ -54,6 +54,7 @@ ratio's target is checked on TCP bytes to the reader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -784,7 +785,8 @@ def pycrdt_websocket_server(port: int) -> None:
         async with websocket_server:
             await serve(app, config, mode="asgi", shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
-    asyncio.run(main())
+    with contextlib.suppress(asyncio.CancelledError):  # its rooms are cancelled on SIGTERM
+        asyncio.run(main())
 
 
 @dataclass

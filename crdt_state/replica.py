@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, Subscription, TransactionEvent
 
 from crdt_state import lib0
 from crdt_state.envelope import (
@@ -176,12 +176,20 @@ class Replica:
         self._batches: dict[str, _Batch] = {}
         self._in_local_txn: str | None = None
         self._write_rights: dict[str, tuple[int, bool]] = {}
+        self._subscriptions: list[tuple[Doc[Any], Subscription]] = []
         #: Why recent local batches were undone (newest last, bounded).
         self.local_refusals: list[str] = []
         self._accepted: list[Envelope] = []
         self._log_added: list[LogEntry] = []
         if author is not None:
             self.owners[self.client_id] = (author.public_key, self.incarnation)
+
+    def __del__(self) -> None:
+        # pycrdt holds each observer (and through it the document) from Rust, where the
+        # garbage collector cannot see the cycle: unobserve when the replica goes.
+        for ydoc, subscription in getattr(self, "_subscriptions", ()):
+            with contextlib.suppress(Exception):
+                ydoc.unobserve(subscription)
 
     # --- opening ---------------------------------------------------------------------
 
@@ -239,7 +247,7 @@ class Replica:
                     batch.last_update = event.update
                     batch.size += len(batch.last_update)
 
-            ydoc.observe(observed)
+            self._subscriptions.append((ydoc, ydoc.observe(observed)))
         return ydoc
 
     def _discard_batch(self, name: str) -> None:

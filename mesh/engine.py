@@ -414,6 +414,8 @@ class Engine:
         session.acks.append(frames.Ack(batch.batch_no, heads, tuple(refused)))
         session.refusals += len(refused)
         if session.refusals > MAX_REFUSALS_PER_SESSION:
+            # Membership first: a peer unaware of a cutoff learns it and stops resending.
+            self._send_records(session)
             self._close(session, "too-many-refusals", "peer sent too many invalid envelopes")
 
     def _refusal(self, session: _Session, env: Envelope | None, exc: StateError) -> frames.Refusal:
@@ -497,6 +499,14 @@ class Engine:
             self._send(session, frames.Records(tuple(chunk)))
             session.log_known += len(chunk)
 
+    def _cut_off(self, doc: str, client: int, seq: int) -> bool:
+        """Whether membership cuts this stored envelope off (never send it: it is refused)."""
+        chain = self.replica.chains.get((doc, client))
+        if chain is None:
+            return False
+        limit = self.replica.membership.chain_limit(chain.author, chain.incarnation, doc)
+        return limit is not None and seq > limit
+
     def _send_envelopes(self, session: _Session, now_ms: int) -> None:
         store = self.replica.store
         while len(session.unacked) < MAX_UNACKED_BATCHES:
@@ -505,7 +515,9 @@ class Engine:
             full = False
             for row in store.envelopes(session.cursor, MAX_ENVELOPES_PER_BATCH):
                 vector = session.known.get(row.doc)
-                if vector is not None and vector.get(row.client, 0) >= row.seq:
+                if (vector is not None and vector.get(row.client, 0) >= row.seq) or self._cut_off(
+                    row.doc, row.client, row.seq
+                ):
                     session.cursor = row.lid
                     continue
                 if batch and size + len(row.raw) > MAX_BATCH_BYTES:

@@ -289,14 +289,19 @@ def devices(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "id", "caps", "joined", "expires", "revoked")
+    def day(ms: int | None) -> str:
+        return "-" if not ms else time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+    table = Table("name", "id", "caps", "joined", "expires", "last seen", "online", "revoked")
     for row in rows:
         table.add_row(
             row["name"],
             row["id"],
             ",".join(row["caps"]),
-            str(row["joined_index"]),
-            time.strftime("%Y-%m-%d", time.gmtime(row["expires_ms"] / 1000)),
+            day(row["joined_ms"]),
+            day(row["expires_ms"]),
+            day(row["last_seen_ms"]),
+            "yes" if row["online"] else "",
             "yes" if row["revoked"] else "",
         )
     Console().print(table)

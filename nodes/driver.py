@@ -43,6 +43,7 @@ class _Live:
     wake: trio.Event = field(default_factory=trio.Event)
     closing: bool = False
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ended: trio.Event = field(default_factory=trio.Event)
 
 
 class _Transaction:
@@ -178,7 +179,16 @@ class EngineDriver:
                 del self.live[peer]
                 self.engine.disconnect(peer)
             with trio.CancelScope(shield=True):
-                await stream.reset() if live.closing else await stream.close()
+                # Close, not reset, even when we end it: the peer must still read the
+                # frames queued before the close (e.g. the entry that revokes it).
+                await stream.close()
+            live.ended.set()
+
+    async def session_ended(self, peer: bytes) -> None:
+        """Wait until the session with ``peer`` (if any) has sent its last frame and ended."""
+        live = self.live.get(peer)
+        if live is not None:
+            await live.ended.wait()
 
     async def _reader(self, live: _Live) -> None:
         peer = live.stream.peer

@@ -13,6 +13,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 
 from mesh.engine import RUNTIME_ROLE, Close, Engine, Output
 from mesh.identity import public_key_of_peer_id
+from mesh.pairing.protocol import JoinDesk
 from mesh.transport.libp2p import (
     SYNC_PROTOCOL,
     InboundGuard,
@@ -21,12 +22,11 @@ from mesh.transport.libp2p import (
     close_host,
     full_addresses,
 )
-from mesh.pairing.protocol import JoinDesk
 from nodes import service, tracking
-from nodes.pairing import JOIN_PROTOCOL, RateLimiter, join_handler
 from nodes.control import serve_control
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
+from nodes.pairing import JOIN_PROTOCOL, RateLimiter, join_handler
 from nodes.setup import open_node
 
 if TYPE_CHECKING:  # trio-typing (a libp2p dependency) ships older stubs for trio
@@ -35,6 +35,8 @@ else:
     from trio import TaskStatus
 
 log = logging.getLogger("agentmesh.runtime")
+#: How long a closed session may take to deliver its last frames before the connection goes.
+DROP_GRACE_S = 5.0
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
 
 
@@ -108,8 +110,11 @@ async def serve_runtime(
 
     host = build_host(
         node.identity,
-        # Strangers are closed right after Noise, before yamux; the gate below is a second line.
+        # A refused key is closed right after Noise, before yamux; the gate below is a
+        # second line.
         authorize=authorize,
+        # Strangers let in (to join) are closed after STRANGER_CONNECTION_TIMEOUT_MS.
+        is_member=lambda key: driver.engine.admissible(key, driver.clock()),
         guard=guard,
     )
     gate = MembershipGate(driver, authorize)
@@ -128,10 +133,13 @@ async def serve_runtime(
     network = host.get_network()
 
     async def drop_connections(peers: list[bytes]) -> None:
-        for peer in peers:
+        # All at once: py-libp2p's close takes 0.2 s, and one after another a flood of
+        # strangers would keep their connections while they wait for their turn.
+        dropping = set(peers)
+        async with trio.open_nursery() as closing:
             for conn in list(network.get_connections()):
-                if public_key_of_peer_id(str(conn.muxed_conn.peer_id)) == peer:
-                    await conn.close()
+                if public_key_of_peer_id(str(conn.muxed_conn.peer_id)) in dropping:
+                    closing.start_soon(conn.close)
 
     pending_drops: list[bytes] = []
     drop_wake = trio.Event()
@@ -150,31 +158,38 @@ async def serve_runtime(
             await drop_wake.wait()
             drop_wake = trio.Event()
             peers, pending_drops[:] = list(pending_drops), []
+            for peer in peers:  # let the session say why (its last frames) first
+                with trio.move_on_after(DROP_GRACE_S):
+                    await driver.session_ended(peer)
             await drop_connections(peers)
 
     try:
         async with host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in listen]):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(driver.run)
-                nursery.start_soon(tracking.attach(driver).run)
-                nursery.start_soon(dropper)
-                nursery.start_soon(
-                    serve_control,
-                    datadir.control_socket,
-                    lambda request: service.handle(driver, request, desk),
-                )
-                if not desk.addresses:
-                    desk.addresses = full_addresses(host)
-                task_status.started(
-                    RuntimeReady(
-                        node.identity.peer_id,
-                        full_addresses(host),
-                        node.replica.mesh_id.hex(),
-                        driver=driver,
-                        guard=guard,
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(driver.run)
+                    nursery.start_soon(tracking.attach(driver).run)
+                    nursery.start_soon(dropper)
+                    nursery.start_soon(
+                        serve_control,
+                        datadir.control_socket,
+                        lambda request: service.handle(driver, request, desk),
                     )
-                )
-                await trio.sleep_forever()
+                    if not desk.addresses:
+                        desk.addresses = full_addresses(host)
+                    task_status.started(
+                        RuntimeReady(
+                            node.identity.peer_id,
+                            full_addresses(host),
+                            node.replica.mesh_id.hex(),
+                            driver=driver,
+                            guard=guard,
+                        )
+                    )
+                    await trio.sleep_forever()
+            finally:
+                # Inside host.run (PITFALLS: otherwise descriptors and tasks leak), and
+                # with every connection closed at once (py-libp2p takes 0.2 s for each).
+                await close_host(host)
     finally:
-        await close_host(host)
         node.close()

@@ -119,7 +119,8 @@ class HostileDriver:
         result: list[bytes] = handler(victims)
         return result
 
-    def _forbidden(self, doc: str, root: str, update_for: Callable[[int], bytes]) -> list[bytes]:
+    def _forbidden(self, doc: str, update_for: Callable[[int], bytes]) -> list[bytes]:
+        """One envelope of a fresh incarnation that every node must refuse."""
         incarnation, client = self._incarnation()
         env = self._envelope(doc, incarnation, update_for(client))
         self.forbid(env)
@@ -127,7 +128,7 @@ class HostileDriver:
 
     def _agent(self, victims: list[SimNode]) -> list[bytes]:
         key = self._key(EVIL_PREFIX)
-        return self._forbidden(AGENT, "replies", lambda c: update_as(c, 0, "replies", key, 1))
+        return self._forbidden(AGENT, lambda c: update_as(c, 0, "replies", key, 1))
 
     def _other_device(self, victims: list[SimNode]) -> list[bytes]:
         devices = [v for v in victims if not v.is_runtime]
@@ -135,27 +136,25 @@ class HostileDriver:
             return []
         doc = device_doc(self.rng.choice(devices).identity.peer_id)
         key = self._key(EVIL_PREFIX)
-        return self._forbidden(doc, "acks", lambda c: update_as(c, 0, "acks", key, 1))
+        return self._forbidden(doc, lambda c: update_as(c, 0, "acks", key, 1))
 
     def _forge(self, victims: list[SimNode]) -> list[bytes]:
         if not victims:
             return []
         victim = self.rng.choice(victims).replica.client_id
         key = self._key(EVIL_PREFIX)
-        return self._forbidden(
-            SHARED, "messages", lambda c: update_as(victim, 0, "messages", key, 1)
-        )
+        return self._forbidden(SHARED, lambda c: update_as(victim, 0, "messages", key, 1))
 
     def _delete_outside(self, victims: list[SimNode]) -> list[bytes]:
         if not victims:
             return []
         victim = self.rng.choice(victims).replica.client_id
         update = b"\x00" + lib0.encode_delete_set({victim: [(0, 1 + self.rng.randrange(8))]})
-        return self._forbidden(SHARED, "messages", lambda c: update)
+        return self._forbidden(SHARED, lambda c: update)
 
     def _future_ref(self, victims: list[SimNode]) -> list[bytes]:
         key = self._key(EVIL_PREFIX)
-        return self._forbidden(SHARED, "memory", lambda c: update_as(c, 3, "memory", key, 1))
+        return self._forbidden(SHARED, lambda c: update_as(c, 3, "memory", key, 1))
 
     def _replay(self, victims: list[SimNode]) -> list[bytes]:
         store = self.node.store

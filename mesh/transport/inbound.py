@@ -17,8 +17,10 @@ The wrapper also counts connections per address (``MAX_PENDING_HANDSHAKES_PER_IP
 ``MAX_CONNECTIONS_PER_IP`` and global caps, from ``mesh.limits``) and closes a
 connection whose handshake is not done within ``HANDSHAKE_TIMEOUT_S``.
 ``GatedUpgrader`` asks ``authorize`` about the peer's authenticated key as soon as
-Noise completes, before yamux or any stream exists, so a stranger is closed
-before it can send a byte of our protocol.
+Noise completes, before yamux or any stream exists, so a refused peer is closed
+before it can send a byte of our protocol. A peer let in that ``is_member`` says is
+not a member (one that comes to join) has its connection closed after
+``STRANGER_CONNECTION_TIMEOUT_MS``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from mesh.limits import (
     MAX_INBOUND_CONNECTIONS,
     MAX_PENDING_HANDSHAKES,
     MAX_PENDING_HANDSHAKES_PER_IP,
+    STRANGER_CONNECTION_TIMEOUT_MS,
 )
 
 log = logging.getLogger("agentmesh.transport")
@@ -89,6 +92,7 @@ class GuardStats:
     refused_busy: int = 0
     refused_strangers: int = 0
     handshake_timeouts: int = 0
+    stranger_timeouts: int = 0
     forced_teardowns: int = 0
 
 
@@ -99,6 +103,7 @@ class InboundConnection(ReadWriteCloser):
         self.inner = inner
         self.key = key
         self.pending = True
+        self.stranger_deadline: float | None = None
         self.closed = trio.Event()
         self.gone = trio.Event()
         self.scope: trio.CancelScope | None = None
@@ -128,12 +133,14 @@ class InboundGuard:
         max_per_ip: int = MAX_CONNECTIONS_PER_IP,
         max_total: int = MAX_INBOUND_CONNECTIONS,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        stranger_timeout_s: float = STRANGER_CONNECTION_TIMEOUT_MS / 1000,
     ) -> None:
         self.max_pending_per_ip = max_pending_per_ip
         self.max_pending = max_pending
         self.max_per_ip = max_per_ip
         self.max_total = max_total
         self.handshake_timeout_s = handshake_timeout_s
+        self.stranger_timeout_s = stranger_timeout_s
         self.pending: dict[str, int] = {}
         self.open: dict[str, int] = {}
         self.pending_total = 0
@@ -195,11 +202,14 @@ class InboundGuard:
         while not condition():
             await self._changed.wait()
 
-    def established(self, conn: InboundConnection, muxed: IMuxedConn) -> None:
-        """Noise and yamux are done: no handshake deadline any more."""
+    def established(self, conn: InboundConnection, muxed: IMuxedConn, *, member: bool) -> None:
+        """Noise and yamux are done: a member's connection has no deadline any more; a
+        stranger's (let in to join) is closed ``stranger_timeout_s`` from now."""
         self._end_pending(conn)
+        if not member:
+            conn.stranger_deadline = trio.current_time() + self.stranger_timeout_s
         if conn.scope is not None:
-            conn.scope.deadline = math.inf
+            conn.scope.deadline = conn.stranger_deadline or math.inf
         self._by_muxed[muxed] = conn
 
     def disconnected(self, muxed: IMuxedConn) -> None:
@@ -231,9 +241,13 @@ class InboundGuard:
                     nursery.cancel_scope.cancel()
                 # (py-libp2p turns some cancellations into errors it logs and swallows,
                 # so the clock, not the way the handler ended, tells a timeout.)
-                if conn.pending and trio.current_time() >= deadline:
+                now = trio.current_time()
+                if conn.pending and now >= deadline:
                     self.stats.handshake_timeouts += 1
                     log.debug("inbound handshake from %s timed out", key)
+                elif conn.stranger_deadline is not None and now >= conn.stranger_deadline:
+                    self.stats.stranger_timeouts += 1
+                    log.info("closing a non-member connection from %s: its time is up", key)
             finally:
                 self._release(conn)
                 with trio.CancelScope(shield=True):
@@ -273,11 +287,13 @@ class GatedUpgrader(TransportUpgrader):
         muxer_transports: TMuxerOptions,
         guard: InboundGuard,
         authorize: Authorize | None,
+        is_member: Authorize | None = None,
     ) -> None:
         super().__init__(secure_transports, muxer_transports)
         self.guard = guard
         self.authorize = authorize
-        self._secured: weakref.WeakKeyDictionary[ISecureConn, InboundConnection] = (
+        self.is_member = is_member
+        self._secured: weakref.WeakKeyDictionary[ISecureConn, tuple[InboundConnection, bool]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -287,28 +303,32 @@ class GatedUpgrader(TransportUpgrader):
         secured = await super().upgrade_security(raw_conn, is_initiator, peer_id)
         if is_initiator:
             return secured
-        if self.authorize is not None and not self._allowed(secured.get_remote_peer()):
+        peer = secured.get_remote_peer()
+        if not self._check(self.authorize, peer):
             self.guard.stats.refused_strangers += 1
-            log.info("refusing connection from non-member %s", secured.get_remote_peer())
+            log.info("refusing connection from %s", peer)
             await secured.close()
-            raise SecurityUpgradeFailure("peer is not a member")
+            raise SecurityUpgradeFailure("peer is not allowed in")
         inbound = getattr(raw_conn, "stream", None)
         if isinstance(inbound, InboundConnection):
-            self._secured[secured] = inbound
+            self._secured[secured] = (inbound, self._check(self.is_member, peer))
         return secured
 
-    def _allowed(self, peer: ID) -> bool:
-        assert self.authorize is not None
+    @staticmethod
+    def _check(decide: Authorize | None, peer: ID) -> bool:
+        if decide is None:
+            return True
         try:
-            return self.authorize(public_key_of_peer_id(str(peer)))
-        except ValueError:
+            return decide(public_key_of_peer_id(str(peer)))
+        except ValueError:  # not an Ed25519 PeerId
             return False
 
     async def upgrade_connection(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
         muxed = await super().upgrade_connection(conn, peer_id)
-        inbound = self._secured.pop(conn, None)
-        if inbound is not None:
-            self.guard.established(inbound, muxed)
+        entry = self._secured.pop(conn, None)
+        if entry is not None:
+            inbound, member = entry
+            self.guard.established(inbound, muxed, member=member)
         return muxed
 
 

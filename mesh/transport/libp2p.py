@@ -62,6 +62,7 @@ def build_host(
     listen: list[str] | None = None,
     *,
     authorize: Authorize | None = None,
+    is_member: Authorize | None = None,
     guard: InboundGuard | None = None,
 ) -> IHost:
     """A libp2p host for ``identity`` with Noise as its only security transport.
@@ -70,7 +71,9 @@ def build_host(
     deadline, and the fix for py-libp2p's inbound handler leak; see
     ``mesh.transport.inbound``). ``authorize``, if given, is asked about every
     inbound peer's authenticated key as soon as Noise completes; a refused peer is
-    closed before yamux starts.
+    closed before yamux starts. ``is_member``, if given, tells members from the
+    strangers let in (to join): a stranger's connection is closed after
+    ``STRANGER_CONNECTION_TIMEOUT_MS``.
     """
     guard = guard if guard is not None else InboundGuard()
     key_pair = create_new_key_pair(identity.seed)
@@ -100,7 +103,7 @@ def build_host(
     )
     network = host.get_network()
     assert isinstance(network, Swarm)
-    network.upgrader = GatedUpgrader(security, muxers, guard, authorize)
+    network.upgrader = GatedUpgrader(security, muxers, guard, authorize, is_member)
     network.auto_connector = _NeverDial(network)
     network.register_notifee(GuardNotifee(guard))
     return host
@@ -146,8 +149,8 @@ async def close_host(host: IHost, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
     """Close ``host`` and its connections, within ``timeout_s``, even when cancelled.
 
     py-libp2p closes connections one after another and each close sleeps 0.2 s
-    (yamux and the swarm connection sleep 0.1 s each), so a runtime with 100
-    devices took 20 s to stop. Close them all at once first.
+    (yamux and the swarm connection sleep 0.1 s each): a runtime with 30 devices
+    took 6 s to stop. Close them all at once first (0.24 s).
     """
     with trio.CancelScope(shield=True) as scope:
         scope.deadline = trio.current_time() + timeout_s

@@ -26,6 +26,10 @@ class Message:
     src: bytes
     dst: bytes
     data: bytes
+    #: Sent before its sender closed the session: still delivered, like data before a FIN.
+    final: bool = False
+    #: The sender's close itself: the receiver's session ends when this arrives.
+    close: bool = False
 
 
 @dataclass
@@ -71,15 +75,25 @@ class MemoryNetwork:
                 if frozenset((key, output.peer)) in self.links:
                     self.in_flight.append(Message(key, output.peer, output.data))
             elif isinstance(output, Close) and output.peer in self.engines:
-                self.links.discard(frozenset((key, output.peer)))
-                self.engines[output.peer].disconnect(key)
+                link = frozenset((key, output.peer))
+                if link in self.links:
+                    self.links.discard(link)
+                    for message in self.in_flight:
+                        if (message.src, message.dst) == (key, output.peer):
+                            message.final = True
+                    self.in_flight.append(Message(key, output.peer, b"", final=True, close=True))
+                    self.in_flight = deque(
+                        m for m in self.in_flight if m.final or frozenset((m.src, m.dst)) != link
+                    )
 
     def flush_all(self, now_ms: int) -> None:
         for key in list(self.engines):
             self.flush(key, now_ms)
 
     def deliver(self, message: Message, now_ms: int) -> None:
-        if frozenset((message.src, message.dst)) in self.links:
+        if message.close:
+            self.engines[message.dst].disconnect(message.src)
+        elif message.final or frozenset((message.src, message.dst)) in self.links:
             self.engines[message.dst].receive(message.src, message.data, now_ms)
 
     def run(self, now_ms: int, max_messages: int = 1_000_000) -> int:

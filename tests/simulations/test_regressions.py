@@ -1,7 +1,11 @@
-"""Production bugs the simulator found, each as a minimal failing test (xfail until fixed).
+"""Production bugs the simulator found, each as a minimal test (they failed before the fix).
 
-Every test names the seed and command that first showed the bug and states the
-fix we propose; remove the xfail mark with the fix.
+1. A device kept resending envelopes beyond its own cutoff; the runtime closed the
+   session on the refusals before its membership entries reached the device, forever.
+   Fixed: the engine never sends an envelope membership cuts off, and sends
+   membership entries before closing a session for refusals.
+2. A dropped Replica leaked its documents (pycrdt holds observers from Rust).
+   Fixed: ``Replica.__del__`` unobserves.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 import gc
 import weakref
 
-import pytest
 from pycrdt import Map
 
 from crdt_state.envelope import seal
@@ -25,15 +28,6 @@ CUT_OFF_WRITES = 300
 SESSIONS = 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine resends envelopes beyond its own cutoff on every session; the runtime refuses "
-        "them and closes the session (too-many-refusals) before later envelopes, so a "
-        "quarantined author's new incarnation never syncs (found by agentmesh sim: the hostile "
-        "device's sessions end in too-many-refusals forever after a fork)"
-    ),
-)
 def test_quarantined_author_new_incarnation_still_syncs() -> None:
     mesh = new_mesh()
     device = mesh.add_device(seeded_identity(10), name="d")
@@ -93,15 +87,6 @@ def test_quarantined_author_new_incarnation_still_syncs() -> None:
     assert "after-restart" in content, "the new incarnation's write never reached the runtime"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a dropped Replica leaks every document: Replica._new_doc calls Doc.observe, and "
-        "pycrdt's callback (a partial holding the Doc) is held from Rust, out of the garbage "
-        "collector's sight (found by agentmesh sim: ~1.7 MB per seed per worker, 1 GB after "
-        "600 seeds, until the simulator unobserved explicitly)"
-    ),
-)
 def test_a_dropped_replica_frees_its_documents() -> None:
     mesh = new_mesh()
     device = mesh.add_device(seeded_identity(10), name="d")

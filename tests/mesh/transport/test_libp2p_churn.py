@@ -32,7 +32,7 @@ import pytest
 import trio
 import trio.testing
 from libp2p import create_yamux_muxer_option, new_host
-from libp2p.abc import IHost, IRawConnection
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee, IRawConnection
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig, RetryConfig
@@ -46,13 +46,20 @@ from pycrdt import Map
 from crdt_state.replica import Replica
 from crdt_state.schema import SHARED
 from crdt_state.storage.sqlite import SqliteStore
-from mesh.engine import DEVICE_ROLE, RUNTIME_ROLE, Engine, Output
+from mesh.engine import DEVICE_ROLE, RUNTIME_ROLE, Close, Engine, Output
 from mesh.identity import Identity
 from mesh.limits import HANDSHAKE_TIMEOUT_S, MAX_PENDING_HANDSHAKES_PER_IP
 from mesh.membership.log import LogEntry
 from mesh.membership.records import READ, WRITE
+from mesh.transport.framing import encode_frame
 from mesh.transport.inbound import InboundGuard
-from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
+from mesh.transport.libp2p import (
+    SYNC_PROTOCOL,
+    Libp2pFrameStream,
+    build_host,
+    close_host,
+    full_addresses,
+)
 from nodes import app
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
@@ -66,7 +73,7 @@ NOISE_STRANGERS = 500
 ABANDONING_STRANGERS = 500
 #: Strangers of each kind in flight at once, each worker from its own loopback address
 #: (127.0.0.10+ and 127.0.0.30+); members dial from 127.0.0.1.
-STRANGER_WORKERS = 8
+STRANGER_WORKERS = 16
 STRANGER_IP = "127.0.0.2"
 WAIT_S = 60.0
 
@@ -133,9 +140,12 @@ class Runtime:
     driver: EngineDriver
     guard: InboundGuard
     flushed: trio.Event = field(default_factory=trio.Event)
-    peers_seen: list[bytes] = field(default_factory=list)
+    #: Peers the engine refused a session (strangers that got as far as the sync stream).
+    refused: list[bytes] = field(default_factory=list)
 
     def on_output(self, output: Output) -> None:
+        if isinstance(output, Close) and output.code == "not-a-member":
+            self.refused.append(output.peer)
         self.flushed.set()
         self.flushed = trio.Event()
 
@@ -278,26 +288,61 @@ def stranger_host(source_ip: str) -> IHost:
     return host
 
 
-async def noise_stranger(runtime: Runtime, source_ip: str) -> bool:
-    """Complete Noise with a non-member key and try to open the sync stream.
+class Disconnected(INotifee):
+    """Sets ``gone`` when the host's connection ends."""
 
-    Returns True if the runtime ever let it open the stream (it must not).
+    def __init__(self) -> None:
+        self.gone = trio.Event()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.gone.set()
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+#: A well-formed frame (a length prefix and a payload) that the engine would parse.
+A_FRAME = encode_frame(b"\xa1\x00\x01")
+
+
+async def noise_stranger(runtime: Runtime, source_ip: str) -> None:
+    """Complete Noise with a non-member key, try to sync, and wait to be shut out.
+
+    The runtime may refuse the key right after Noise (the connection never comes
+    up) or let it in (to join) and refuse the sync stream; either way the
+    connection must end, and no byte sent on the sync stream may reach the engine.
     """
     host = stranger_host(source_ip)
-    opened = False
+    watch = Disconnected()
+    host.get_network().register_notifee(watch)
     async with host.run(listen_addrs=[]):
         try:
             with trio.fail_after(WAIT_S):
-                await host.connect(runtime.info)
-                stream = await host.new_stream(runtime.info.peer_id, [SYNC_PROTOCOL])
-                opened = True
-                await stream.write(b"\x01\x00")
-        except Exception:  # py-libp2p raises many kinds when the peer hangs up
-            pass
+                try:
+                    await host.connect(runtime.info)
+                    stream = await host.new_stream(runtime.info.peer_id, [SYNC_PROTOCOL])
+                    await stream.write(A_FRAME)
+                    while await stream.read(1024):
+                        pass
+                except Exception:  # py-libp2p raises many kinds when the peer hangs up
+                    pass
+                if host.get_network().get_connections(runtime.info.peer_id):
+                    await watch.gone.wait()  # the runtime closes the connection
         finally:
             with trio.CancelScope(shield=True):
                 await host.close()
-    return opened
 
 
 MULTISTREAM = b"\x13/multistream/1.0.0\n"
@@ -399,42 +444,45 @@ def assert_near_baseline(before: Usage, after: Usage, connections: int) -> None:
     assert after.rss_kib - before.rss_kib < 16 * 1024
 
 
+def count_frames(engine: Engine) -> list[bytes]:
+    """The peers of every frame the engine is given, in order (instruments ``receive``)."""
+    peers: list[bytes] = []
+    receive = engine.receive
+
+    def counting(peer: bytes, data: bytes, now_ms: int) -> None:
+        peers.append(peer)
+        receive(peer, data, now_ms)
+
+    engine.receive = counting  # type: ignore[method-assign]
+    return peers
+
+
+def shut_out(runtime: Runtime) -> int:
+    """Strangers refused so far: right after Noise, or by the engine at the sync stream."""
+    return runtime.guard.stats.refused_strangers + len(runtime.refused)
+
+
 @churn
 async def test_a_thousand_strangers_do_not_wear_the_runtime_down(tmp_path: Path) -> None:
     async with running_mesh(tmp_path, 2) as (runtime, devices):
         port = int(runtime.info.addrs[0].value_for_protocol("tcp"))
-        engine = runtime.driver.engine
         member_keys = {d.identity.public_key for d in devices}
-        touched: list[bytes] = []
-        original_connect, original_receive = engine.connect, engine.receive
-
-        def connect(peer: bytes, now_ms: int) -> bool:
-            touched.append(peer)
-            return original_connect(peer, now_ms)
-
-        def receive(peer: bytes, data: bytes, now_ms: int) -> None:
-            touched.append(peer)
-            original_receive(peer, data, now_ms)
-
-        engine.connect = connect  # type: ignore[method-assign]
-        engine.receive = receive  # type: ignore[method-assign]
+        frames_from = count_frames(runtime.driver.engine)
 
         # Warm up everything a stranger touches once, then take the baseline.
         with trio.fail_after(WAIT_S):
             async with online(devices[:1]):
                 await sync_once(runtime, devices[0], "warm-up")
-            assert not await noise_stranger(runtime, STRANGER_IP)
+            await noise_stranger(runtime, STRANGER_IP)
             for kind in range(3):
                 await abandoning_stranger(port, STRANGER_IP, kind)
             await runtime.until_no_connections()
         before = await settle_and_measure()
         accepted_before = runtime.guard.stats.accepted
-        refused_before = runtime.guard.stats.refused_strangers
-
-        opened: list[bool] = []
+        shut_out_before = shut_out(runtime)
 
         async def one_noise(i: int, ip: str) -> None:
-            opened.append(await noise_stranger(runtime, ip))
+            await noise_stranger(runtime, ip)
 
         async def one_abandon(i: int, ip: str) -> None:
             await abandoning_stranger(port, ip, i % 3)
@@ -459,49 +507,62 @@ async def test_a_thousand_strangers_do_not_wear_the_runtime_down(tmp_path: Path)
     print(
         f"\n{NOISE_STRANGERS} Noise strangers + {ABANDONING_STRANGERS} abandoned handshakes"
         f" in {elapsed:.1f} s\n  before: {before}\n  after:  {after}\n  guard:  {stats}"
+        f"\n  refused by the engine at the sync stream: {len(runtime.refused)}"
     )
-    assert len(opened) == NOISE_STRANGERS
-    assert not any(opened), "a stranger opened the sync stream"
-    assert set(touched) == member_keys, "the engine saw a stranger"
+    assert set(frames_from) == member_keys, "a stranger's frame reached the engine"
+    assert shut_out(runtime) - shut_out_before == NOISE_STRANGERS
     assert stats.accepted - accepted_before == NOISE_STRANGERS + ABANDONING_STRANGERS + 2
     assert stats.refused_busy == stats.handshake_timeouts == stats.forced_teardowns == 0
-    assert stats.refused_strangers - refused_before == NOISE_STRANGERS
     assert_near_baseline(before, after, NOISE_STRANGERS + ABANDONING_STRANGERS)
 
 
 async def test_a_stranger_that_completes_noise_never_reaches_the_engine(tmp_path: Path) -> None:
     async with running_mesh(tmp_path, 1) as (runtime, devices):
-        engine = runtime.driver.engine
-        frames_from: list[bytes] = []
-        original_receive = engine.receive
-
-        def receive(peer: bytes, data: bytes, now_ms: int) -> None:
-            frames_from.append(peer)
-            original_receive(peer, data, now_ms)
-
-        engine.receive = receive  # type: ignore[method-assign]
-        stranger = stranger_host("127.0.0.1")
-        async with stranger.run(listen_addrs=[]):
-            try:
-                with pytest.raises(Exception), trio.fail_after(WAIT_S):  # noqa: B017
-                    await stranger.connect(runtime.info)
-                    stream = await stranger.new_stream(runtime.info.peer_id, [SYNC_PROTOCOL])
-                    await stream.write(b"\x05hello")
-                    await stream.read(1)
-                assert stranger.get_network().get_connections(runtime.info.peer_id) == []
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stranger.close()
+        frames_from = count_frames(runtime.driver.engine)
+        # It completes Noise, opens the sync stream if it may, sends a well-formed
+        # frame, and returns once the runtime has closed its connection.
+        await noise_stranger(runtime, "127.0.0.1")
         with trio.fail_after(WAIT_S):
             await runtime.until_no_connections()
-        assert runtime.guard.stats.refused_strangers == 1
+        assert shut_out(runtime) == 1
         assert frames_from == []
-        assert runtime.driver.sessions() is not None and list(runtime.driver.sessions()) == []
+        assert list(runtime.driver.sessions()) == []
         # ... and members are unaffected.
         async with online(devices):
             with trio.fail_after(WAIT_S):
                 await sync_once(runtime, devices[0], "still here")
         assert frames_from and set(frames_from) == {devices[0].identity.public_key}
+
+
+async def test_a_stranger_let_in_to_join_is_closed_when_its_time_is_up() -> None:
+    member, stranger, listener = Identity.generate(), Identity.generate(), Identity.generate()
+    guard = InboundGuard(stranger_timeout_s=1.0)
+    server = build_host(
+        listener,
+        authorize=lambda key: True,  # everyone may come in (to join) ...
+        is_member=lambda key: key == member.public_key,  # ... but only members may stay
+        guard=guard,
+    )
+    clients = [build_host(member), build_host(stranger)]
+    watches = [Disconnected(), Disconnected()]
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(server.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]))
+        info = info_from_p2p_addr(multiaddr.Multiaddr(full_addresses(server)[0]))
+        for client, watch in zip(clients, watches, strict=True):
+            client.get_network().register_notifee(watch)
+            await stack.enter_async_context(client.run(listen_addrs=[]))
+            stack.push_async_callback(close_host, client)
+        stack.push_async_callback(close_host, server)
+        started = trio.current_time()
+        with trio.fail_after(WAIT_S):
+            for client in clients:
+                await client.connect(info)
+            await watches[1].gone.wait()
+        took = trio.current_time() - started
+        assert 1.0 <= took < 1.0 + HANDSHAKE_TIMEOUT_S
+        assert guard.stats.stranger_timeouts == 1
+        assert not watches[0].gone.is_set()  # the member stays
+        assert clients[0].get_network().get_connections(info.peer_id)
 
 
 async def test_a_flood_of_silent_connections_does_not_lock_members_out(tmp_path: Path) -> None:
