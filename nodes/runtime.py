@@ -102,11 +102,22 @@ async def serve_runtime(
     guard = InboundGuard()
 
     def authorize(key: bytes) -> bool:
-        # Members, and strangers who may only open the join protocol (rate limited per
-        # address, answered with a clear refusal); the sync handler refuses a stranger
-        # before reading a byte of it. A revoked key is shut out at once.
+        # Members; and, only while an invite is open, strangers, who may open nothing but
+        # the join protocol (rate limited; the sync handler refuses a stranger before
+        # reading a byte of it). A revoked key is shut out at once. Letting strangers in
+        # at all times costs every stranger a yamux session and a peerstore entry.
+        now = driver.clock()
+        if driver.engine.admissible(key, now):
+            return True
         member = driver.engine.replica.membership.member(key)
-        return member is None or member.revoked_at is None
+        return member is None and invites_open(now)
+
+    open_until = [0, False]  # (checked at ms, answer): one store read per second at most
+
+    def invites_open(now: int) -> bool:
+        if now - open_until[0] >= 1_000:
+            open_until[0], open_until[1] = now, bool(desk.open_invites(now))
+        return bool(open_until[1])
 
     host = build_host(
         node.identity,

@@ -179,14 +179,17 @@ class NodeTracker:
             driver.kick()
 
     async def run(self) -> None:
-        """Look at the sessions every PEER_POLL_S until cancelled."""
+        """Look at the sessions every PEER_POLL_S until cancelled; record them at the end."""
         import trio
 
-        while True:
-            self.observe_peers()
-            await trio.sleep(PEER_POLL_S)
+        try:
+            while True:
+                self.observe_peers()
+                await trio.sleep(PEER_POLL_S)
+        finally:  # the node is stopping: its close() commits what this stages
+            self.observe_peers(stopping=True)
 
-    def observe_peers(self) -> None:
+    def observe_peers(self, *, stopping: bool = False) -> None:
         """Update (and, when due, stage) every session's peer record."""
         driver = self._driver()
         if driver is None:
@@ -196,7 +199,7 @@ class NodeTracker:
         wrote = False
         for peer in set(engine.sessions) | {p for p, r in self.peers.items() if r.connected}:
             record = self.peer(peer)
-            before = (record.synced, record.connected)
+            before = (record.synced, record.connected, sorted(record.docs))
             session = engine.sessions.get(peer)
             record.connected = session is not None and session.ready
             if record.connected:
@@ -208,7 +211,9 @@ class NodeTracker:
                 record.synced = False
             if record.synced:
                 record.last_sync_ms = now
-            if (record.synced, record.connected) != before or (
+            if stopping:
+                record.synced = record.connected = False
+            if (record.synced, record.connected, sorted(record.docs)) != before or (
                 record.connected and now - record.written_ms >= PEER_RECORD_INTERVAL_MS
             ):
                 record.written_ms = now

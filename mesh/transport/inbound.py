@@ -288,8 +288,10 @@ class GatedUpgrader(TransportUpgrader):
         guard: InboundGuard,
         authorize: Authorize | None,
         is_member: Authorize | None = None,
+        forget: Callable[[ID], None] | None = None,
     ) -> None:
         super().__init__(secure_transports, muxer_transports)
+        self.forget = forget
         self.guard = guard
         self.authorize = authorize
         self.is_member = is_member
@@ -308,6 +310,8 @@ class GatedUpgrader(TransportUpgrader):
             self.guard.stats.refused_strangers += 1
             log.info("refusing connection from %s", peer)
             await secured.close()
+            if self.forget is not None:
+                self.forget(peer)
             raise SecurityUpgradeFailure("peer is not allowed in")
         inbound = getattr(raw_conn, "stream", None)
         if isinstance(inbound, InboundConnection):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import multiaddr
@@ -103,10 +104,23 @@ def build_host(
     )
     network = host.get_network()
     assert isinstance(network, Swarm)
-    network.upgrader = GatedUpgrader(security, muxers, guard, authorize, is_member)
+    network.upgrader = GatedUpgrader(
+        security, muxers, guard, authorize, is_member, forget=_forgetter(host)
+    )
     network.auto_connector = _NeverDial(network)
     network.register_notifee(GuardNotifee(guard))
     return host
+
+
+def _forgetter(host: IHost) -> Callable[[ID], None]:
+    """Drop what the peerstore learnt of a refused peer (its key): else it grows per stranger."""
+
+    def forget(peer: ID) -> None:
+        store = host.get_peerstore()
+        if store.peer_ids() and peer in store.peer_ids():
+            store.clear_peerdata(peer)
+
+    return forget
 
 
 class _NeverDial(AutoConnector):

@@ -50,6 +50,20 @@ def run(
     return result
 
 
+#: Every long-running process started by a test, so a failing test leaves none behind.
+STARTED: list[subprocess.Popen[str]] = []
+
+
+def kill_leftovers() -> None:
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 @dataclass
 class NodeProcess:
     """A long-running ``agentmesh runtime`` or ``agentmesh device run``."""
@@ -69,6 +83,7 @@ class NodeProcess:
             stderr=err,
             text=True,
         )
+        STARTED.append(self.proc)
         err.close()
 
     def read_line_with(self, marker: str) -> str:

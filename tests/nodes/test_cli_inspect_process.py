@@ -148,7 +148,11 @@ def test_inspecting_running_nodes_and_then_their_stopped_data_dirs(tmp_path: Pat
             key = public_key_of_peer_id(phone_id)
             wait_until(
                 "the runtime recorded the phone in sync",
-                lambda: (record := stored_peer(store, key)) is not None and record.synced,
+                lambda: (
+                    (record := stored_peer(store, key)) is not None
+                    and record.synced
+                    and SHARED in record.docs
+                ),
             )
         finally:
             store.close()
@@ -160,8 +164,8 @@ def test_inspecting_running_nodes_and_then_their_stopped_data_dirs(tmp_path: Pat
     stopped = _json("status", "--data-dir", rt)
     assert not stopped["running"] and not stopped["synced"] and stopped["held"] is None
     (peer,) = stopped["peers"]
-    assert peer["name"] == "phone" and not peer["connected"] and peer["last_sync_ms"]
-    assert peer["docs_as_of_last_seen"][SHARED] == {"we_lack": 0, "they_lack": 0}
+    assert peer["name"] == "phone" and not peer["connected"] and peer["last_sync_ms"], peer
+    assert peer["docs_as_of_last_seen"].get(SHARED) == {"we_lack": 0, "they_lack": 0}, peer
     assert stopped["snapshot"]["behind"] == 0  # the closing node left a current snapshot
     for data_dir in (rt_dir, phone_dir):
         store = SqliteStore(data_dir / "store.sqlite", readonly=True)
