@@ -28,7 +28,6 @@ from crdt_state.replica import Outcome, Replica
 from mesh.errors import MembershipError, NotAMember, ProtocolError, VersionMismatch
 from mesh.identity import Identity
 from mesh.limits import (
-    MAX_REFUSALS_PER_SESSION,
     ACK_TIMEOUT_MS,
     HELLO_TIMEOUT_MS,
     MAX_BATCH_BYTES,
@@ -36,6 +35,7 @@ from mesh.limits import (
     MAX_ERROR_CODE_BYTES,
     MAX_ERROR_MESSAGE_BYTES,
     MAX_RECORDS_PER_FRAME,
+    MAX_REFUSALS_PER_SESSION,
     MAX_UNACKED_BATCHES,
 )
 from mesh.membership.log import (

@@ -390,10 +390,8 @@ def revoke(data_dir: Path | None, device: str) -> None:
 def _parse_ttl(text: str) -> int:
     units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
     try:
-        if text[-1] in units:
-            value = int(text[:-1]) * units[text[-1]]
-        else:
-            value = int(text) * 1000
+        unit = units.get(text[-1])
+        value = int(text[:-1]) * unit if unit else int(text) * 1000
     except (ValueError, IndexError):
         raise click.BadParameter(
             f"{text!r}: use e.g. 90s, 10m, 2h, 1d", param_hint="--ttl"
@@ -620,9 +618,14 @@ def _send_many(datadir: Any, texts: list[str]) -> int:
                 try:
                     now = _now_ms()
                     me = node.identity.peer_id
+                    replica = node.replica
+
+                    def transact(doc: str, at: int = now, into: Any = replica) -> Any:
+                        return into.transact(doc, at)
+
                     for text_ in texts[start:]:
-                        app.send_message(lambda d: node.replica.transact(d, now), me, text_, now)
-                    node.replica.seal_all(now)
+                        app.send_message(transact, me, text_, now)
+                    replica.seal_all(now)
                 finally:
                     node.close()
             return len(texts)
