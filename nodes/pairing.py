@@ -163,7 +163,10 @@ async def _join_loop(
                 raise JoinFailed(f"join refused: {reply.message} ({reply.code})")
     except trio.TooSlowError:
         detail = f": {errors[-1]}" if errors else ""
-        raise JoinFailed(f"no answer from the runtime in time{detail}") from None
+        raise JoinFailed(
+            "no answer from the runtime (unreachable, or it has no open invite: the code may "
+            f"have expired or been used){detail}"
+        ) from None
 
 
 async def _ask(host: object, invite: Invite, request: bytes, errors: list[str]) -> JoinReply | None:

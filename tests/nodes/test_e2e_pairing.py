@@ -120,6 +120,9 @@ def test_invite_join_revoke_and_a_hostile_revoked_device(tmp_path: Path) -> None
     phone_join = run("join", invite_code(rt_dir, "--name", "phone"), "--data-dir", str(phone_dir))
     laptop_code = invite_code(rt_dir, "--caps", "read,write,approve")
     run("join", laptop_code, "--name", "laptop", "--data-dir", str(laptop_dir))
+    # While no invite is open, strangers are refused at the transport; with one open (not
+    # theirs), a reused code gets a clear answer.
+    invite_code(rt_dir)
     reuse = run("join", laptop_code, "--data-dir", str(tmp_path / "thief"), check=False)
     assert reuse.returncode == 1 and "already been used" in reuse.stderr
     assert "joined mesh" in phone_join.stdout
