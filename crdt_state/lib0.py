@@ -83,17 +83,20 @@ def subtract_delete_sets(
     for client, ranges in by_client_after.items():
         removed = _normalise(by_client_before.get(client, []))
         out: list[tuple[int, int]] = []
+        i = 0  # one sweep over both sorted lists: O(n + m), not O(n * m)
         for clock, length in _normalise(ranges):
             start, end = clock, clock + length
-            for r_clock, r_length in removed:
-                r_end = r_clock + r_length
-                if r_end <= start or r_clock >= end:
-                    continue
+            while i < len(removed) and removed[i][0] + removed[i][1] <= start:
+                i += 1
+            j = i
+            while j < len(removed) and removed[j][0] < end:
+                r_clock, r_end = removed[j][0], removed[j][0] + removed[j][1]
                 if r_clock > start:
                     out.append((start, r_clock - start))
                 start = max(start, r_end)
                 if start >= end:
                     break
+                j += 1
             if start < end:
                 out.append((start, end - start))
         if out:
