@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from pycrdt import Map
 
 from crdt_state.envelope import decode_envelope
@@ -44,10 +45,10 @@ async def test_an_idle_session_sends_a_transaction_at_once() -> None:
         nursery.start_soon(writer.run_session, at_device)
         with trio.fail_after(10):
             while not writer.idle():
-                await trio.sleep(0.001)
+                await trio.testing.wait_all_tasks_blocked()
             _write(writer, "m1")
             while "m1" not in mesh.runtime.read(SHARED, "messages"):
-                await trio.sleep(0.001)
+                await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
 
 
@@ -67,7 +68,7 @@ async def test_transactions_pile_up_until_the_acknowledgement_comes_back() -> No
             assert isinstance(frames.decode(await peer.receive()), frames.Hello)
             await peer.send(frames.encode(hello))
             while not writer.idle():
-                await trio.sleep(0.001)
+                await trio.testing.wait_all_tasks_blocked()
             _write(writer, "m1")
             first = frames.decode(await peer.receive())
             assert isinstance(first, frames.Envelopes)
@@ -75,7 +76,7 @@ async def test_transactions_pile_up_until_the_acknowledgement_comes_back() -> No
             # Batch 1 is not acknowledged: these join one open batch, nothing is sent.
             for key in ("m2", "m3", "m4"):
                 _write(writer, key)
-                await trio.sleep(0.01)
+                await trio.testing.wait_all_tasks_blocked()
             assert replica.next_seal_ms() is not None
             assert not writer.idle()
             ack = frames.Ack(first.batch_no, {SHARED: {replica.client_id: 1}}, ())
