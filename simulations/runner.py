@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
@@ -89,16 +90,17 @@ def run_seed(
     )
 
 
-def _worker(args: tuple[SimConfig, int]) -> RunResult:
-    config, seed = args
-    return run_seed(config, seed)
-
-
 def run_seeds(config: SimConfig, seeds: list[int], *, jobs: int = 1) -> Iterator[RunResult]:
-    """Results of ``seeds`` (in completion order when ``jobs`` > 1)."""
+    """Results of ``seeds`` (in completion order when ``jobs`` > 1).
+
+    Worker processes are spawned (never forked); a worker that dies raises
+    ``BrokenProcessPool`` here instead of leaving its seed unfinished forever.
+    """
     if jobs <= 1 or len(seeds) <= 1:
         for seed in seeds:
             yield run_seed(config, seed)
         return
-    with get_context("spawn").Pool(jobs) as pool:
-        yield from pool.imap_unordered(_worker, [(config, s) for s in seeds], chunksize=4)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_seed, config, seed) for seed in seeds]
+        for future in as_completed(futures):
+            yield future.result()
