@@ -126,6 +126,8 @@ MAX_JOIN_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_OPEN_INVITES = 64
 #: How long a joining device keeps asking while it waits for approval.
 JOIN_APPROVAL_TIMEOUT_MS = 10 * 60 * 1000
+#: Longest admin-protocol request or reply accepted (mesh/pairing/admin.py).
+MAX_ADMIN_MESSAGE_BYTES = 1024 * 1024
 #: A non-member connection that has not finished joining is closed after this long.
 STRANGER_CONNECTION_TIMEOUT_MS = 30_000
 

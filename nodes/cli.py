@@ -307,6 +307,25 @@ def devices(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
     Console().print(table)
 
 
+def _on_runtime(datadir: Any) -> bool:
+    """Whether ``datadir`` is the runtime's (it holds the mesh root key) or a device's."""
+    datadir.require()
+    return bool(datadir.root_key.exists())
+
+
+def _admin_request(datadir: Any, request: Any) -> Any:
+    """Ask the runtime, as this admin device, to do ``request``; its result."""
+    from nodes.admin import request_from_device
+
+    return request_from_device(datadir, request)
+
+
+def _admin_record(datadir: Any, record: bytes) -> int:
+    from mesh.pairing.admin import SequenceRecord
+
+    return int(_admin_request(datadir, SequenceRecord(record)))
+
+
 def _membership_request(datadir: Any, op: str, record: bytes) -> int:
     """Commit a record through the running runtime, or directly when none runs."""
     from nodes import control
@@ -362,7 +381,10 @@ def devices_add(data_dir: Path | None, device: str, caps: str, name: str, ttl_da
     cert = certificate_for(
         datadir, mesh_id, subject, capabilities, name, _now_ms(), ttl_days * 86_400_000
     )
-    index = _membership_request(datadir, "admit", cert.raw)
+    if _on_runtime(datadir):
+        index = _membership_request(datadir, "admit", cert.raw)
+    else:
+        index = _admin_record(datadir, cert.raw)
     click.echo(f"device {device} admitted with {','.join(sorted(capabilities))} (entry {index})")
 
 
@@ -380,7 +402,10 @@ def revoke(data_dir: Path | None, device: str) -> None:
     mesh_id = replica.mesh_id
     replica.store.close()
     revocation = revocation_for(datadir, mesh_id, subject, _now_ms())
-    index = _membership_request(datadir, "revoke", revocation.raw)
+    if _on_runtime(datadir):
+        index = _membership_request(datadir, "revoke", revocation.raw)
+    else:
+        index = _admin_record(datadir, revocation.raw)
     click.echo(f"device {device} revoked (entry {index})")
 
 
@@ -421,19 +446,26 @@ def invite(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--caps") from exc
     datadir = _datadir(data_dir)
-    datadir.require()
-    reply = control.request(
-        datadir.control_socket,
-        {
-            "op": "invite",
-            "caps": sorted(capabilities),
-            "ttl_ms": _parse_ttl(ttl),
-            "name": name,
-            "require_approval": require_approval,
-        },
-    )
-    if reply is None:
-        raise NodeError("the runtime is not running here: start 'agentmesh runtime' first")
+    if _on_runtime(datadir):
+        reply = control.request(
+            datadir.control_socket,
+            {
+                "op": "invite",
+                "caps": sorted(capabilities),
+                "ttl_ms": _parse_ttl(ttl),
+                "name": name,
+                "require_approval": require_approval,
+            },
+        )
+        if reply is None:
+            raise NodeError("the runtime is not running here: start 'agentmesh runtime' first")
+    else:
+        from mesh.pairing.admin import OpenInvite
+
+        code, expires_ms = _admin_request(
+            datadir, OpenInvite(capabilities, _parse_ttl(ttl), name, require_approval)
+        )
+        reply = {"code": code, "expires_ms": expires_ms}
     if as_json:
         click.echo(json.dumps({"code": reply["code"], "expires_ms": reply["expires_ms"]}))
         return
@@ -475,9 +507,15 @@ def devices_approve(data_dir: Path | None, device: str) -> None:
     from nodes.errors import NodeError
 
     datadir = _datadir(data_dir)
-    reply = control.request(datadir.control_socket, {"op": "approve", "device": device})
-    if reply is None:
-        raise NodeError("the runtime is not running here")
+    if _on_runtime(datadir):
+        reply = control.request(datadir.control_socket, {"op": "approve", "device": device})
+        if reply is None:
+            raise NodeError("the runtime is not running here")
+    else:
+        from mesh.pairing.admin import ApproveJoin
+        from nodes.membership_ops import parse_device_key
+
+        _admin_request(datadir, ApproveJoin(parse_device_key(device)))
     click.echo(f"approved {device}")
 
 
@@ -491,10 +529,19 @@ def devices_waiting(data_dir: Path | None, as_json: bool) -> None:
     from nodes.errors import NodeError
 
     datadir = _datadir(data_dir)
-    reply = control.request(datadir.control_socket, {"op": "waiting"})
-    if reply is None:
-        raise NodeError("the runtime is not running here")
-    rows = [{**w, "device": peer_id_of(bytes.fromhex(w["device"]))} for w in reply["waiting"]]
+    if _on_runtime(datadir):
+        reply = control.request(datadir.control_socket, {"op": "waiting"})
+        if reply is None:
+            raise NodeError("the runtime is not running here")
+        waiting = reply["waiting"]
+    else:
+        from mesh.pairing.admin import ListWaiting
+
+        waiting = [
+            {"device": key.hex(), "name": name, "sas": sas}
+            for key, name, sas in _admin_request(datadir, ListWaiting())
+        ]
+    rows = [{**w, "device": peer_id_of(bytes.fromhex(w["device"]))} for w in waiting]
     if as_json:
         click.echo(json.dumps(rows))
         return

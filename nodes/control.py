@@ -2,26 +2,31 @@
 
 The socket lives in the data dir with mode 0600, so only the node's user can
 talk to it. Requests: ``{"op": "send", "text": ...}``, ``{"op": "task-add", ...}``,
-``{"op": "task-cancel", "id": ...}``, ``{"op": "status"}``.
+``{"op": "task-cancel", "id": ...}``, ``{"op": "status"}``, and more (nodes/service.py).
+A handler answers at once, or returns an awaitable when it must wait for the network
+(an admin device forwarding a request to the runtime).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from mesh.limits import DIAL_TIMEOUT_MS
 from nodes.errors import ControlError, NodeError
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-REQUEST_TIMEOUT_S = 10.0
+#: Longer than a dial (an admin device's node forwards requests to the runtime).
+REQUEST_TIMEOUT_S = DIAL_TIMEOUT_MS / 1000 + 5.0
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 async def serve_control(path: Path, handle: Handler) -> None:
@@ -50,7 +55,8 @@ async def serve_control(path: Path, handle: Handler) -> None:
                     request = json.loads(data)
                     if not isinstance(request, dict):
                         raise ValueError("request must be an object")
-                    reply = handle(request)
+                    answer = handle(request)
+                    reply = await answer if inspect.isawaitable(answer) else answer
                 except NodeError as exc:
                     reply = {"ok": False, "error": str(exc)}
                 except ValueError as exc:

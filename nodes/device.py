@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
@@ -22,14 +23,15 @@ from mesh.engine import DEVICE_ROLE, Engine
 from mesh.errors import ProtocolError
 from mesh.identity import Identity, public_key_of_peer_id
 from mesh.limits import DIAL_TIMEOUT_MS, RECONNECT_BACKOFF_BASE_MS, RECONNECT_BACKOFF_CAP_MS
+from mesh.pairing.admin import AdminError
 from mesh.sync import frames
 from mesh.transport.base import TransportError
 from mesh.transport.libp2p import SYNC_PROTOCOL, Libp2pFrameStream, build_host
-from nodes import service, tracking
-from nodes.control import serve_control
+from nodes import admin, service, tracking
+from nodes.control import Handler, serve_control
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
-from nodes.errors import DataDirError
+from nodes.errors import DataDirError, NodeError
 from nodes.setup import MESH_KEY, RUNTIME_ADDR_KEY, OpenNode, open_node
 
 if TYPE_CHECKING:  # trio-typing (a libp2p dependency) ships older stubs for trio
@@ -100,10 +102,26 @@ async def run_device(
         driver_box.append(driver)
         nursery.start_soon(driver.run)
         nursery.start_soon(tracking.attach(driver).run)
-        nursery.start_soon(
-            serve_control, datadir.control_socket, lambda r: service.handle(driver, r)
-        )
+        nursery.start_soon(serve_control, datadir.control_socket, control_handler(driver))
         return driver
+
+    def control_handler(driver: EngineDriver) -> Handler:
+        def handle(request: dict[str, Any]) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+            if request.get("op") == "admin":
+                return forward_admin(request)
+            return service.handle(driver, request)
+
+        return handle
+
+    async def forward_admin(request: dict[str, Any]) -> dict[str, Any]:
+        encoded = request.get("request")
+        if not isinstance(encoded, str):
+            raise NodeError("admin needs a request")
+        try:
+            reply = await admin.ask(host, address, bytes.fromhex(encoded))
+        except AdminError as exc:
+            raise NodeError(str(exc)) from exc
+        return {"ok": True, "reply": reply.encode().hex()}
 
     from crdt_state.storage.sqlite import SqliteStore
 

@@ -33,6 +33,16 @@ def root_identity(datadir: DataDir) -> Identity:
     return Identity.load(datadir.root_key)
 
 
+def issuer_identity(datadir: DataDir) -> Identity:
+    """Who signs records made here: the mesh root on the runtime, else this device's key.
+
+    A device's records count only if it holds ``admin`` (the runtime's log checks).
+    """
+    if datadir.root_key.exists():
+        return root_identity(datadir)
+    return Identity.load(datadir.identity_key)
+
+
 def certificate_for(
     datadir: DataDir,
     mesh_id: bytes,
@@ -42,11 +52,11 @@ def certificate_for(
     now_ms: int,
     ttl_ms: int,
 ) -> Certificate:
-    """A certificate for ``subject`` signed by the mesh root kept in ``datadir``."""
+    """A certificate for ``subject`` signed by the mesh root or this admin device."""
     return issue_certificate(
-        root_identity(datadir), mesh_id, subject, caps, now_ms, now_ms + ttl_ms, name
+        issuer_identity(datadir), mesh_id, subject, caps, now_ms, now_ms + ttl_ms, name
     )
 
 
 def revocation_for(datadir: DataDir, mesh_id: bytes, subject: bytes, now_ms: int) -> Revocation:
-    return issue_revocation(root_identity(datadir), mesh_id, subject, now_ms)
+    return issue_revocation(issuer_identity(datadir), mesh_id, subject, now_ms)

@@ -13,6 +13,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 
 from mesh.engine import RUNTIME_ROLE, Close, Engine, Output
 from mesh.identity import public_key_of_peer_id
+from mesh.pairing.admin import AdminDesk
 from mesh.pairing.protocol import JoinDesk
 from mesh.transport.libp2p import (
     SYNC_PROTOCOL,
@@ -23,6 +24,7 @@ from mesh.transport.libp2p import (
     full_addresses,
 )
 from nodes import service, tracking
+from nodes.admin import ADMIN_PROTOCOL, admin_handler
 from nodes.control import serve_control
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
@@ -141,6 +143,7 @@ async def serve_runtime(
 
     host.set_stream_handler(SYNC_PROTOCOL, on_stream)
     host.set_stream_handler(JOIN_PROTOCOL, join_handler(desk, driver, RateLimiter()))
+    host.set_stream_handler(ADMIN_PROTOCOL, admin_handler(AdminDesk(engine, desk), driver))
     network = host.get_network()
 
     async def drop_connections(peers: list[bytes]) -> None:
