@@ -80,6 +80,13 @@ MAX_RECORD_BYTES = 64 * 1024
 MAX_NAME_BYTES = 64
 #: Default certificate lifetime.
 DEFAULT_CERT_TTL_MS = 365 * 24 * 3600 * 1000
+#: The runtime renews a certificate this long before it expires (nodes/renewal.py)...
+CERT_RENEW_BEFORE_MS = 30 * 24 * 3600 * 1000
+#: ...if its device was connected (or joined) within this long; a device gone longer
+#: is left to expire, so a lost device nobody revoked does not live forever.
+CERT_RENEW_IF_SEEN_WITHIN_MS = 90 * 24 * 3600 * 1000
+#: How often the runtime looks for certificates to renew.
+CERT_RENEW_CHECK_INTERVAL_MS = 3600 * 1000
 #: Most cutoff entries in one revocation or quarantine.
 MAX_CUTOFFS = 4_096
 #: Largest encoded membership-log entry (a revocation carries up to MAX_CUTOFFS cutoffs).

@@ -12,7 +12,7 @@ import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 
 from mesh.engine import RUNTIME_ROLE, Close, Engine, Output
-from mesh.identity import public_key_of_peer_id
+from mesh.identity import Identity, public_key_of_peer_id
 from mesh.pairing.admin import AdminDesk
 from mesh.pairing.protocol import JoinDesk
 from mesh.transport.libp2p import (
@@ -23,7 +23,7 @@ from mesh.transport.libp2p import (
     close_host,
     full_addresses,
 )
-from nodes import service, tracking
+from nodes import renewal, service, tracking
 from nodes.admin import ADMIN_PROTOCOL, admin_handler
 from nodes.control import serve_control
 from nodes.datadir import DataDir
@@ -184,6 +184,13 @@ async def serve_runtime(
                     nursery.start_soon(driver.run)
                     nursery.start_soon(tracking.attach(driver).run)
                     nursery.start_soon(dropper)
+                    if datadir.root_key.exists():
+                        root = Identity.load(datadir.root_key)
+                        nursery.start_soon(renewal.renew_forever, driver, root)
+                    else:
+                        log.warning(
+                            "no mesh root key in %s: certificates are not renewed", datadir.path
+                        )
                     nursery.start_soon(
                         serve_control,
                         datadir.control_socket,
