@@ -11,6 +11,7 @@ from crdt_state.storage.sqlite import SqliteStore
 from mesh.identity import Identity, peer_id_of
 from mesh.membership.log import decode_entry
 from mesh.pairing.invite import Invite, parse_code
+from nodes.crashpoints import crash_point
 from nodes.datadir import DataDir
 from nodes.errors import DataDirError
 from nodes.setup import MESH_KEY, RUNTIME_ADDR_KEY, init_device
@@ -62,6 +63,8 @@ def run_join(
     from nodes.pairing import join_mesh
 
     invite, identity = prepare(datadir, code)
+    crash_point("device.prepared")
     entries = trio.run(lambda: join_mesh(identity, invite, name, on_pending=on_pending))
+    crash_point("device.answered")
     finish(datadir, invite, entries)
     return invite.mesh_id.hex(), peer_id_of(identity.public_key)

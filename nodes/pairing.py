@@ -32,6 +32,7 @@ from mesh.pairing.invite import Invite, InviteError, join_proof, short_authentic
 from mesh.pairing.protocol import JOINED, PENDING, JoinDesk, JoinReply, JoinRequest
 from mesh.transport.base import TransportError
 from mesh.transport.libp2p import Libp2pFrameStream, build_host
+from nodes.crashpoints import crash_point
 from nodes.driver import EngineDriver
 
 JOIN_PROTOCOL = TProtocol("/agentmesh/join/1")
@@ -85,7 +86,9 @@ def join_handler(
             with trio.fail_after(DIAL_TIMEOUT_MS / 1000):
                 request = await frames.receive()
             reply = desk.handle(request, frames.peer, driver.clock())
+            crash_point("join.staged")
             driver.flush()  # commit the invite's new state (and any admission) first
+            crash_point("join.committed")
             await frames.send(reply.encode())
             await frames.close()
             if reply.status == JOINED:

@@ -10,6 +10,7 @@ from mesh.membership.records import Certificate, Revocation, decode_record
 from mesh.pairing.invite import InviteError
 from mesh.pairing.protocol import JoinDesk
 from nodes import app, tracking
+from nodes.crashpoints import crash_point
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
 
@@ -68,6 +69,10 @@ def handle(
     now = driver.clock()
     if op == "status":
         return status(driver)
+    if op in ("approval-request", "decide", "approvals"):
+        from nodes import approvals_service
+
+        return approvals_service.handle(driver, request)
     if op == "send-many":
         texts = request.get("texts")
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -139,7 +144,9 @@ def _pairing(
             from nodes.membership_ops import parse_device_key
 
             ident = desk.approve(parse_device_key(device))
+            crash_point("approve.staged")
             driver.flush()
+            crash_point("approve.committed")
             return {"ok": True, "invite": ident.hex()}
         return {"ok": True, "waiting": desk.waiting()}
     except InviteError as exc:

@@ -40,10 +40,16 @@ def free_port() -> int:
 
 
 def run(
-    *args: str, stdin: str | None = None, check: bool = True
+    *args: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [*CLI, *args], input=stdin, capture_output=True, text=True, timeout=WAIT_S, check=False
+        [*CLI, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"agentmesh {' '.join(args)} failed: {result.stderr}")
@@ -73,6 +79,8 @@ class NodeProcess:
     log: Path
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
+    #: Extra environment variables for the next start (e.g. a crash point).
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +90,7 @@ class NodeProcess:
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            env={**os.environ, **self.env},
         )
         STARTED.append(self.proc)
         err.close()
