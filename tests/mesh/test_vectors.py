@@ -527,3 +527,63 @@ def test_invalid_covers_every_kind() -> None:
     assert {c["kind"] for c in data["cases"]} == set(data["kinds"])
     names = [(c["kind"], c["name"]) for c in data["cases"]]
     assert len(names) == len(set(names))
+
+
+# --- pairing (PROTOCOL.md §11) -------------------------------------------------------------------
+
+
+def test_pairing_invite_join_and_admin_messages() -> None:
+    import hmac
+
+    from mesh.pairing.admin import AdminReply, decode_request, encode_request
+    from mesh.pairing.invite import InviteError, parse_code
+    from mesh.pairing.protocol import JoinReply, JoinRequest
+
+    data = load("pairing")
+    inv = data["invite"]
+    secret = unhex(inv["secret"])
+    body = cbor.encode(
+        [
+            1,
+            unhex(inv["mesh_id"]),
+            unhex(inv["runtime_key"]),
+            inv["addresses"],
+            secret,
+            inv["expires_ms"],
+        ]
+    )
+    assert body == unhex(inv["body"])
+    import base64
+
+    assert inv["code"] == "am1-" + base64.b32encode(body).decode().rstrip("=").lower()
+    parsed = parse_code(inv["code"].upper())  # any letter case
+    assert parsed.secret == secret and parsed.addresses == tuple(inv["addresses"])
+    assert hashlib.sha256(b"agentmesh/invite-id/v1\x00" + secret).digest()[:16] == unhex(
+        inv["invite_id"]
+    )
+    join = data["join"]
+    device = unhex(join["device_key"])
+    message = b"agentmesh/join/v1\x00" + unhex(inv["mesh_id"]) + unhex(inv["runtime_key"]) + device
+    assert hmac.new(secret, message, hashlib.sha256).digest() == unhex(join["proof"])
+    digest = hmac.new(
+        secret, b"agentmesh/sas/v1\x00" + unhex(inv["runtime_key"]) + device, hashlib.sha256
+    ).digest()
+    assert f"{int.from_bytes(digest[:4], 'big') % 1_000_000:06d}" == join["sas"]
+    request = JoinRequest.decode(unhex(join["request"]))
+    assert (request.invite_id, request.proof, request.name) == (
+        unhex(inv["invite_id"]),
+        unhex(join["proof"]),
+        join["request_name"],
+    )
+    for name, raw in join["replies"].items():
+        assert JoinReply.decode(unhex(raw)).encode() == unhex(raw), name
+    joined = JoinReply.decode(unhex(join["replies"]["joined"]))
+    assert [e.hex() for e in joined.entries] == join["joined_entries"]
+    assert JoinReply.decode(unhex(join["replies"]["pending"])).sas == join["sas"]
+    for name, raw in data["admin"]["requests"].items():
+        assert encode_request(decode_request(unhex(raw))) == unhex(raw), name
+    for name, raw in data["admin"]["replies"].items():
+        assert AdminReply.decode(unhex(raw)).encode() == unhex(raw), name
+    for code in data["invalid_codes"]:
+        with pytest.raises(InviteError):
+            parse_code(code)

@@ -4,7 +4,7 @@ Run from the repository root::
 
     .venv/bin/python -m tests.vectors.generate
 
-It rewrites ``tests/vectors/{identity,records,log,envelopes,frames,invalid}.json``
+It rewrites ``tests/vectors/{identity,records,log,envelopes,frames,invalid,pairing}.json``
 (never ``tests/vectors/yjs/``). Everything is deterministic: identities come from
 fixed seeds (``bytes([n]) * 32``), times and incarnations are fixed, Ed25519
 signatures are deterministic, and the envelopes are made by real ``Replica``
@@ -20,6 +20,7 @@ lowercase hex; integers are JSON numbers; each file states its ``conventions``. 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -72,7 +73,7 @@ from mesh.sync import frames
 from mesh.transport.framing import encode_frame
 
 HERE = Path(__file__).resolve().parent
-FILES = ("identity", "records", "log", "envelopes", "frames", "invalid")
+FILES = ("identity", "records", "log", "envelopes", "frames", "invalid", "pairing")
 
 T0 = 1_700_000_000_000
 YEAR_MS = 365 * 24 * 3600 * 1000
@@ -1783,6 +1784,97 @@ def invalid_json(s: Scenario) -> dict[str, Any]:
     }
 
 
+# --- pairing.json ---------------------------------------------------------------------------------
+
+
+def pairing_json(s: Scenario) -> dict[str, Any]:
+    """Invite code, join and admin messages (docs/PROTOCOL.md §11)."""
+    from mesh.pairing.admin import (
+        AdminReply,
+        ApproveJoin,
+        ListWaiting,
+        OpenInvite,
+        SequenceRecord,
+        encode_request,
+    )
+    from mesh.pairing.invite import (
+        Invite,
+        invite_id,
+        join_proof,
+        short_authentication_string,
+    )
+    from mesh.pairing.protocol import JOINED, PENDING, REFUSED, JoinReply, JoinRequest
+
+    runtime_key, device_key = s.key("runtime"), s.key("tablet")
+    secret = bytes(range(16))
+    address = f"/ip4/127.0.0.1/tcp/4001/p2p/{s.ids['runtime'].peer_id}"
+    invite = Invite(s.mesh_id, runtime_key, (address,), secret, T0 + 600_000)
+    body = cbor.encode([1, s.mesh_id, runtime_key, [address], secret, T0 + 600_000])
+    proof = join_proof(secret, s.mesh_id, runtime_key, device_key)
+    request = JoinRequest(invite.id, proof, "tablet").encode()
+    genesis_only = (s.entries[0].raw,)
+    replies = {
+        "joined": JoinReply(JOINED, genesis_only).encode(),
+        "pending": JoinReply(
+            PENDING, sas=short_authentication_string(secret, runtime_key, device_key)
+        ).encode(),
+        "refused": JoinReply(
+            REFUSED, code="invalid-invite", message="unknown or invalid invite"
+        ).encode(),
+    }
+    admin_requests = {
+        "invite": encode_request(OpenInvite(frozenset({READ, WRITE}), 600_000, "tablet", True)),
+        "record": encode_request(SequenceRecord(s.records["certificate-tablet"].raw)),
+        "approve": encode_request(ApproveJoin(device_key)),
+        "waiting": encode_request(ListWaiting()),
+    }
+    admin_replies = {
+        "invite": AdminReply(True, [invite.code(), invite.expires_ms]).encode(),
+        "record": AdminReply(True, 4).encode(),
+        "approve": AdminReply(True, invite.id).encode(),
+        "waiting": AdminReply(True, [[device_key, "tablet", "123456"]]).encode(),
+        "refused": AdminReply(False, code="not-admin", message="not an admin member").encode(),
+    }
+    code = invite.code()
+    return {
+        "conventions": "byte strings are lowercase hex; CBOR is canonical (PROTOCOL.md §2)",
+        "invite": {
+            "mesh_id": hx(s.mesh_id),
+            "runtime_key": hx(runtime_key),
+            "addresses": [address],
+            "secret": hx(secret),
+            "expires_ms": T0 + 600_000,
+            "body": hx(body),
+            "code": code,
+            "invite_id": hx(invite_id(secret)),
+        },
+        "join": {
+            "device_key": hx(device_key),
+            "proof": hx(proof),
+            "sas": short_authentication_string(secret, runtime_key, device_key),
+            "request_name": "tablet",
+            "request": hx(request),
+            "replies": {name: hx(raw) for name, raw in replies.items()},
+            "joined_entries": [hx(raw) for raw in genesis_only],
+        },
+        "admin": {
+            "requests": {name: hx(raw) for name, raw in admin_requests.items()},
+            "replies": {name: hx(raw) for name, raw in admin_replies.items()},
+        },
+        "invalid_codes": [
+            "",
+            "am2-" + code[4:],
+            code[:-3],
+            "am1-!!!!",
+            "am1-"
+            + base64.b32encode(cbor.encode([1, s.mesh_id, runtime_key, [address], secret[:15], 1]))
+            .decode()
+            .rstrip("=")
+            .lower(),
+        ],
+    }
+
+
 # --- entry points ---------------------------------------------------------------------------------
 
 
@@ -1796,6 +1888,7 @@ def build() -> dict[str, str]:
         "envelopes": envelopes_json(s),
         "frames": frames_json(s),
         "invalid": invalid_json(s),
+        "pairing": pairing_json(s),
     }
     return {f"{name}.json": dump(documents[name]) for name in FILES}
 
