@@ -150,6 +150,43 @@ def _skip_string(data: bytes, pos: int, n: int, check: bool) -> int:
     return end
 
 
+def _skip_flat_object(data: bytes, pos: int, n: int) -> int:
+    """Skip one Any object of short keys and scalar values (a record); -1 if it is not one.
+
+    The common case of the flat schema, walked in one loop: every key and string is
+    shorter than 128 bytes (one-byte lengths), every value a string, boolean, null,
+    undefined or float. Tags and one-byte lengths are ASCII, so one ``isascii`` per
+    stretch between float payloads checks every string. Anything else (or a string
+    that is not ASCII) returns -1 and the caller walks the value the general way.
+    """
+    cnt = data[pos + 1]
+    if cnt >= 0x80:
+        return -1
+    p = mark = pos + 2
+    for _ in range(cnt):
+        ln = data[p]
+        if ln >= 0x80:
+            return -1
+        p += ln + 1
+        tag = data[p]
+        p += 1
+        if tag == 119:  # string
+            ln = data[p]
+            if ln >= 0x80:
+                return -1
+            p += ln + 1
+        elif tag in {124, 123}:  # float32, float64: payload left out of the check
+            if not data[mark:p].isascii():
+                return -1
+            p += 4 if tag == 124 else 8
+            mark = p
+        elif tag not in {120, 121, 126, 127}:  # true, false, null, undefined
+            return -1
+    if p > n:
+        raise _fail("Any value runs past the end", n)
+    return p
+
+
 def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) -> int:
     """Skip ``count`` lib0 Any values, checking every string; return the end offset.
 
@@ -158,6 +195,10 @@ def _skip_any(data: bytes, pos: int, n: int, count: int, check: bool = False) ->
     number and buffer payloads, and only if some string byte is non-ASCII are the values
     walked again with every string decoded.
     """
+    if count == 1 and not check and data[pos] == 118:
+        end = _skip_flat_object(data, pos, n)
+        if end >= 0:
+            return end
     start = mark = pos  # bytes in [mark, pos) are not yet known to be ASCII
     dirty = False
     stack: list[tuple[int, bool]] = []

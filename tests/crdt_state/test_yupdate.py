@@ -810,3 +810,68 @@ def test_round_trip_two_clients(steps: list[tuple[bool, tuple[Any, ...], bool]])
         assert group_ranges(full) == grown({}, state_vector(doc))
         for c, end in full.ref_ends.items():  # cross-client refs, all inside the update
             assert end <= state_vector(doc)[c]
+
+
+# --- the record fast path (_skip_flat_object) against the general walk -----------------------
+
+_FLAT_VALUES = st.one_of(
+    st.text(max_size=140),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.integers(-(2**60), 2**60),
+)
+
+
+def _verdict(data: bytes) -> str | tuple[Any, ...]:
+    try:
+        decoded = decode_update(data, roots=frozenset({b"m"}))
+    except UpdateDecodeError:
+        return "refused"
+    return (decoded.groups, decoded.ref_ends, decoded.deletes)
+
+
+def _both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    fast = _verdict(data)
+    with monkeypatch.context() as patched:
+        patched.setattr(yupdate, "_skip_flat_object", lambda data, pos, n: -1)
+        general = _verdict(data)
+    return fast, general
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.dictionaries(st.text(max_size=140), _FLAT_VALUES, max_size=8),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3),
+    st.integers(0, 40),
+)
+def test_the_record_fast_path_agrees_with_the_general_walk(
+    monkeypatch: pytest.MonkeyPatch,
+    record: dict[str, Any],
+    flips: list[tuple[int, int]],
+    cut: int,
+) -> None:
+    doc: Doc[Any] = Doc(client_id=7)
+    doc.get("m", type=Map)["k"] = record
+    data = doc.get_update()
+    fast, general = _both_ways(data, monkeypatch)
+    assert fast == general != "refused"
+    damaged = bytearray(data)
+    for at, value in flips:
+        damaged[at % len(damaged)] = value
+    fast, general = _both_ways(bytes(damaged[: len(damaged) - cut]), monkeypatch)
+    assert fast == general
+
+
+def test_the_fast_path_refuses_bad_utf8_and_overruns() -> None:
+    good = b"\x76\x01" + vs("a") + b"\x77" + vs("ok")  # {"a": "ok"}
+    assert decode_update(update([(1, 0, [root_any(value=good)])]))
+    for value in (
+        b"\x76\x01" + vs("a") + b"\x77\x02\xff\xfe",  # a string that is not UTF-8
+        b"\x76\x01\x02\xc3\x28" + b"\x78",  # a key that is not UTF-8
+        b"\x76\x02" + vs("a") + b"\x78",  # one entry short
+        b"\x76\x01" + vs("a") + b"\x77\x05ab",  # a string past the end
+        b"\x76\x01" + vs("a") + b"\x7b\x00",  # a float64 past the end
+    ):
+        with pytest.raises(UpdateDecodeError):
+            decode_update(update([(1, 0, [root_any(value=value)])], deletes=b""))
