@@ -142,6 +142,18 @@ cli.add_command(
 )
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def approvals(ctx: click.Context) -> None:  # the group itself: nodes/cli_approvals.py
+    """List approvals; request (runtime), approve or deny one."""
+    from nodes.cli_approvals import approvals as group
+
+    group.main(args=ctx.args, prog_name="agentmesh approvals", standalone_mode=True)
+
+
 # --- runtime -------------------------------------------------------------------------
 
 

@@ -165,6 +165,9 @@ async def serve_runtime(
             drop_wake.set()
 
     driver.listeners.append(on_output)
+    from nodes.approvals_service import attach_resolver
+
+    attach_resolver(driver)  # settles approvals whenever a decision may have come in
 
     async def dropper() -> None:
         nonlocal drop_wake
@@ -184,13 +187,14 @@ async def serve_runtime(
                     nursery.start_soon(driver.run)
                     nursery.start_soon(tracking.attach(driver).run)
                     nursery.start_soon(dropper)
-                    if datadir.root_key.exists():
-                        root = Identity.load(datadir.root_key)
-                        nursery.start_soon(renewal.renew_forever, driver, root)
-                    else:
-                        log.warning(
-                            "no mesh root key in %s: certificates are not renewed", datadir.path
-                        )
+                    # The root renews everyone; without it (moved offline), the runtime
+                    # renews the devices it may certify itself.
+                    signer = (
+                        Identity.load(datadir.root_key)
+                        if datadir.root_key.exists()
+                        else node.identity
+                    )
+                    nursery.start_soon(renewal.renew_forever, driver, signer)
                     nursery.start_soon(
                         serve_control,
                         datadir.control_socket,

@@ -94,3 +94,22 @@ def test_the_runtime_process_renews_a_short_certificate_at_start(tmp_path: Path)
     runtime.read_line_with("listening")
     wait_until("the certificate is renewed", lambda: expiry() > time.time() * 1000 + 300 * DAY)
     assert runtime.stop() == 0
+
+
+def test_without_the_root_key_the_runtime_renews_devices_but_not_admins() -> None:
+    from mesh.membership.records import ADMIN
+
+    mesh = new_mesh()
+    plain = short_lived(mesh, 40, 10, "plain")
+    admin = seeded_identity(41)
+    mesh.runtime.engine.admit(
+        issue_certificate(
+            mesh.root, mesh.mesh_id, admin.public_key, CAPS | {ADMIN}, NOW, NOW + 10 * DAY, "adm"
+        ),
+        NOW,
+    )
+    now = NOW + DAY
+    due = renewals_due(mesh.runtime.replica.membership, mesh.runtime.identity, lambda k: now, now)
+    assert {c.subject for c in due} == {plain.public_key}
+    assert due[0].issuer == mesh.runtime.key
+    mesh.runtime.engine.admit(due[0], now)  # the log accepts the runtime's renewal
