@@ -184,6 +184,8 @@ def _skip_flat_object(data: bytes, pos: int, n: int) -> int:
             return -1
     if p > n:
         raise _fail("Any value runs past the end", n)
+    if not data[mark:p].isascii():
+        return -1
     return p
 
 
