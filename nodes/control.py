@@ -15,11 +15,16 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from mesh.limits import DIAL_TIMEOUT_MS
+
+if TYPE_CHECKING:  # trio-typing (a libp2p dependency) ships older stubs for trio
+    from trio_typing import TaskStatus
+else:
+    from trio import TaskStatus
 from nodes.errors import ControlError, NodeError
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -29,8 +34,13 @@ REQUEST_TIMEOUT_S = DIAL_TIMEOUT_MS / 1000 + 5.0
 Handler = Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
-async def serve_control(path: Path, handle: Handler) -> None:
-    """Serve requests on a Unix socket at ``path`` (mode 0600) until cancelled."""
+async def serve_control(
+    path: Path, handle: Handler, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve requests on a Unix socket at ``path`` (mode 0600) until cancelled.
+
+    With ``nursery.start``, returns once the socket accepts connections.
+    """
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
@@ -41,6 +51,7 @@ async def serve_control(path: Path, handle: Handler) -> None:
     os.chmod(path, 0o600)
     sock.listen(16)
     listener = trio.SocketListener(sock)
+    task_status.started()
 
     async def serve_one(stream: trio.SocketStream) -> None:
         async with stream:

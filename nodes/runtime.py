@@ -195,7 +195,7 @@ async def serve_runtime(
                         else node.identity
                     )
                     nursery.start_soon(renewal.renew_forever, driver, signer)
-                    nursery.start_soon(
+                    await nursery.start(  # bound before anyone hears we are up
                         serve_control,
                         datadir.control_socket,
                         lambda request: service.handle(driver, request, desk),
