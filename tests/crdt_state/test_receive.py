@@ -617,3 +617,39 @@ def test_the_device_doc_of_a_writer_is_its_own(world: World) -> None:
     env = writer.write(device_doc(world.reader.peer_id), "ack-1", "seen", root="acks")
     for replica in world.receivers():
         accept(replica, env)
+
+
+def test_the_hold_is_bounded_in_bytes_to_the_byte(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = Writer(world.evil.identity, world.mesh)
+    envs = [writer.write(SHARED, f"k{i}", i) for i in range(4)]
+    replica = world.runtime
+    room = len(envs[1].raw) + len(envs[2].raw)
+    monkeypatch.setattr("crdt_state.replica.MAX_HELD_BYTES", room)
+    accept(replica, envs[1], Outcome.HELD)
+    accept(replica, envs[2], Outcome.HELD)  # exactly full
+    assert replica.held_bytes == room
+    refuse(replica, envs[3], HoldFull)  # one more byte than room
+    accept(replica, envs[0])
+    assert replica.held_bytes == 0
+    assert replica.vector(SHARED) == {writer.client: 3}
+
+
+def test_hold_bookkeeping_stays_bounded_over_repeated_release_passes(world: World) -> None:
+    """Every pass over the hold (one per log entry) re-indexes what still waits: the wait
+    queues must not grow with the passes, and only held slots may be indexed."""
+    writer = Writer(world.evil.identity, world.mesh)
+    envs = [writer.write(SHARED, f"k{i}", i) for i in range(6)]
+    replica = world.runtime
+    for env in envs[2:]:
+        accept(replica, env, Outcome.HELD)
+    for _ in range(20):
+        replica._release_held(NOW)  # what a membership-log entry triggers
+    queued = sum(len(heap) for heap in replica._waits.values())
+    assert queued <= len(replica.held)
+    assert set(replica._waiting) <= set(replica.held)
+    accept(replica, envs[0])
+    accept(replica, envs[1])  # releases the rest, chain by chain
+    assert replica.held == {} and replica._waiting == {}
+    assert replica.vector(SHARED) == {writer.client: 6}
