@@ -565,6 +565,25 @@ def test_releasing_a_long_dependency_chain_checks_each_envelope_a_few_times(
     assert total <= replica.checks <= 3 * total  # each checked on arrival, then about once
 
 
+def test_accepting_unrelated_envelopes_does_not_rescan_the_hold(world: World) -> None:
+    """Only what an accepted envelope may unblock is checked again (mutation testing: a
+    release that rescanned the whole hold after every acceptance went unnoticed)."""
+    n = 60
+    waiting = Writer(world.evil.identity, world.mesh)
+    held = [waiting.write(SHARED, f"w{i}", i) for i in range(n + 1)][1:]  # seq 1 never sent
+    other = Writer(world.phone.identity, world.mesh)
+    unrelated = [other.write(SHARED, f"o{i}", i) for i in range(n)]
+    replica = CountingReplica(mesh_id=world.mesh.mesh_id, store=MemoryStore())
+    for entry in world.runtime.membership.entries:
+        replica.add_log_entry(entry)
+    for env in held:
+        assert replica.receive(env, NOW) is Outcome.HELD
+    for env in unrelated:
+        assert replica.receive(env, NOW) is Outcome.ACCEPTED
+    assert len(replica.held) == n
+    assert replica.checks <= 3 * 2 * n  # not n * n
+
+
 @settings(max_examples=40, deadline=None)
 @given(order=st.permutations(range(9)), dups=st.lists(st.integers(0, 8), max_size=4))
 def test_any_arrival_order_converges_to_the_same_documents(

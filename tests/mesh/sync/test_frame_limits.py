@@ -56,6 +56,17 @@ def docs(n: int, entries_each: int = 1) -> list[list[Any]]:
         (hello(head=b"h" * 31), MalformedFrame, "log head"),
         (hello(length=MAX_CLOCK + 1), MalformedFrame, "log length"),
         (cbor.encode([frames.HELLO, 1, MESH, 0, HEAD]), MalformedFrame, "hello"),
+        (cbor.encode([frames.ENVELOPES, MAX_CLOCK + 1, []]), MalformedFrame, "batch"),
+        (cbor.encode([frames.ACK, MAX_CLOCK + 1, [], []]), MalformedFrame, "batch"),
+        (
+            cbor.encode([frames.ACK, 1, [], [["a", MAX_CLOCK + 1, 1, "x"]]]),
+            MalformedFrame,
+            "client",
+        ),
+        (cbor.encode([frames.ACK, 1, [], [["a", 1, MAX_CLOCK + 1, "x"]]]), MalformedFrame, "seq"),
+        (cbor.encode([frames.ACK, 1, [], [["a", 1, 1, "x" * 65]]]), MalformedFrame, "code"),
+        (cbor.encode([frames.ERROR, "x" * 65, "m"]), MalformedFrame, "code"),
+        (cbor.encode([frames.ERROR, "c", "m" * 1025]), MalformedFrame, "message"),
     ],
 )
 def test_each_malformed_field_gets_its_error(
@@ -93,3 +104,10 @@ def test_a_frame_of_exactly_the_maximum_size_decodes() -> None:
     assert isinstance(decoded, frames.Envelopes) and len(decoded.envelopes[0]) == payload
     with pytest.raises(FrameTooLarge, match="exceeds"):
         frames.decode(data + b"\x00")
+
+
+def test_text_fields_up_to_their_limits() -> None:
+    ack = frames.decode(cbor.encode([frames.ACK, MAX_CLOCK, [], [["a", 1, 1, "x" * 64]]]))
+    assert isinstance(ack, frames.Ack) and ack.refused[0].code == "x" * 64
+    error = frames.decode(cbor.encode([frames.ERROR, "c" * 64, "m" * 1024]))
+    assert isinstance(error, frames.Error) and len(error.message) == 1024
