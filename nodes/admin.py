@@ -15,7 +15,6 @@ import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.network.swarm import Swarm
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from mesh.errors import AgentmeshError
@@ -23,7 +22,7 @@ from mesh.identity import Identity, public_key_of_peer_id
 from mesh.limits import DIAL_TIMEOUT_MS
 from mesh.pairing.admin import AdminDesk, AdminError, AdminReply, AdminRequest, encode_request
 from mesh.transport.base import TransportError
-from mesh.transport.libp2p import Libp2pFrameStream, build_host
+from mesh.transport.libp2p import Libp2pFrameStream, PinMismatch, build_host, request_reply
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
@@ -73,26 +72,13 @@ async def ask(host: IHost, runtime_address: str, request: bytes) -> AdminReply:
     """Send one admin request to the runtime at ``runtime_address`` (pinned PeerId)."""
     info = info_from_p2p_addr(multiaddr.Multiaddr(runtime_address))
     runtime_key = public_key_of_peer_id(str(info.peer_id))
-    network = host.get_network()
-    if isinstance(network, Swarm):
-        network.unblock_peer(info.peer_id)
     try:
         with trio.fail_after(DIAL_TIMEOUT_MS / 1000):
-            await host.connect(info)
-            stream = await host.new_stream(info.peer_id, [ADMIN_PROTOCOL])
-            frames = Libp2pFrameStream(stream)
-            if frames.peer != runtime_key:
-                await frames.reset()
-                raise NodeError("a different key answered at the runtime's address")
-            await frames.send(request)
-            data = await frames.receive()
-            await frames.close()
-    except NodeError:
-        raise
+            data = await request_reply(host, info, runtime_key, ADMIN_PROTOCOL, request)
+    except PinMismatch as exc:
+        raise NodeError(str(exc)) from None
     except trio.TooSlowError:
         raise NodeError(f"the runtime did not answer within {DIAL_TIMEOUT_MS // 1000} s") from None
-    except AdminError:
-        raise
     except Exception as exc:  # py-libp2p raises many kinds when a dial fails
         raise NodeError(f"cannot reach the runtime: {type(exc).__name__}: {exc}") from exc
     return AdminReply.decode(data)

@@ -16,7 +16,6 @@ import multiaddr
 import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.network.swarm import Swarm
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from mesh.errors import AgentmeshError
@@ -31,7 +30,7 @@ from mesh.membership.state import fold
 from mesh.pairing.invite import Invite, InviteError, join_proof, short_authentication_string
 from mesh.pairing.protocol import JOINED, PENDING, JoinDesk, JoinReply, JoinRequest
 from mesh.transport.base import TransportError
-from mesh.transport.libp2p import Libp2pFrameStream, build_host
+from mesh.transport.libp2p import Libp2pFrameStream, PinMismatch, build_host, request_reply
 from nodes.crashpoints import crash_point
 from nodes.driver import EngineDriver
 
@@ -185,23 +184,12 @@ async def _ask(host: object, invite: Invite, request: bytes, errors: list[str]) 
             continue
         if public_key_of_peer_id(str(info.peer_id)) != invite.runtime_key:
             raise JoinFailed("the invite's address names another key than its runtime")
-        network = host.get_network()
-        if isinstance(network, Swarm):
-            network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT_MS / 1000):
-                await host.connect(info)
-                stream = await host.new_stream(info.peer_id, [JOIN_PROTOCOL])
-                frames = Libp2pFrameStream(stream)
-                if frames.peer != invite.runtime_key:  # pinned: another key is refused
-                    await frames.reset()
-                    raise JoinFailed("a different key answered at the runtime's address")
-                await frames.send(request)
-                data = await frames.receive()
-                await frames.close()
+                data = await request_reply(host, info, invite.runtime_key, JOIN_PROTOCOL, request)
             return JoinReply.decode(data)
-        except JoinFailed:
-            raise
+        except PinMismatch as exc:  # pinned: another key is refused
+            raise JoinFailed(str(exc)) from None
         except InviteError as exc:
             raise JoinFailed(str(exc)) from exc
         except Exception as exc:  # py-libp2p raises many kinds when a dial fails

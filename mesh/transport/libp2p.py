@@ -25,6 +25,7 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 from libp2p.rcmgr import ResourceManager
 from libp2p.rcmgr.manager import ResourceLimits
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -33,7 +34,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from mesh.errors import ProtocolError
 from mesh.identity import Identity, public_key_of_peer_id
 from mesh.limits import HANDSHAKE_TIMEOUT_S, MAX_INBOUND_CONNECTIONS
-from mesh.transport.base import StreamClosed, StreamReset
+from mesh.transport.base import StreamClosed, StreamReset, TransportError
 from mesh.transport.framing import FrameDecoder, encode_frame
 from mesh.transport.inbound import (
     Authorize,
@@ -259,3 +260,31 @@ __all__: list[Any] = [
     "peer_key",
     "quiet_libp2p_logging",
 ]
+
+
+class PinMismatch(TransportError):
+    """A different key answered at an address whose PeerId was pinned."""
+
+
+async def request_reply(
+    host: IHost, info: PeerInfo, key: bytes, protocol: TProtocol, request: bytes
+) -> bytes:
+    """Dial ``info`` (whose key must be ``key``), send ``request`` as one frame on a new
+    ``protocol`` stream, and return the one frame that answers it.
+
+    Our own backoff decides when to retry, so py-libp2p's negative dial cache is
+    cleared first (it would refuse a peer that just restarted). The caller bounds the
+    time; dial failures surface as py-libp2p's many exception types.
+    """
+    network = host.get_network()
+    if isinstance(network, Swarm):
+        network.unblock_peer(info.peer_id)
+    await host.connect(info)
+    frames = Libp2pFrameStream(await host.new_stream(info.peer_id, [protocol]))
+    if frames.peer != key:
+        await frames.reset()
+        raise PinMismatch("a different key answered at the runtime's address")
+    await frames.send(request)
+    data = await frames.receive()
+    await frames.close()
+    return data
