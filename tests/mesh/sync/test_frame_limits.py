@@ -111,3 +111,34 @@ def test_text_fields_up_to_their_limits() -> None:
     assert isinstance(ack, frames.Ack) and ack.refused[0].code == "x" * 64
     error = frames.decode(cbor.encode([frames.ERROR, "c" * 64, "m" * 1024]))
     assert isinstance(error, frames.Error) and len(error.message) == 1024
+
+
+def test_a_client_may_appear_once_per_vector() -> None:
+    with pytest.raises(MalformedFrame, match="clients must ascend"):
+        frames.decode(hello([["a", [[1, 1], [1, 2]]]]))
+    decoded = frames.decode(hello([["a", [[0, 1], [1, 2]]]]))  # client 0 is a client
+    assert isinstance(decoded, frames.Hello) and decoded.vectors == {"a": {0: 1, 1: 2}}
+
+
+def test_records_and_refusals_per_frame_up_to_their_limits() -> None:
+    from mesh.limits import MAX_ENVELOPES_PER_BATCH, MAX_RECORDS_PER_FRAME
+
+    records = frames.decode(cbor.encode([frames.RECORDS, [b"r"] * MAX_RECORDS_PER_FRAME]))
+    assert isinstance(records, frames.Records)
+    assert len(records.entries) == MAX_RECORDS_PER_FRAME
+    with pytest.raises(LimitExceeded):
+        frames.decode(cbor.encode([frames.RECORDS, [b"r"] * (MAX_RECORDS_PER_FRAME + 1)]))
+    refusal = ["a", 1, 1, "CutOff"]
+    ack = frames.decode(cbor.encode([frames.ACK, 1, [], [refusal] * MAX_ENVELOPES_PER_BATCH]))
+    assert isinstance(ack, frames.Ack) and len(ack.refused) == MAX_ENVELOPES_PER_BATCH
+    with pytest.raises(MalformedFrame, match="bad refusals"):
+        frames.decode(cbor.encode([frames.ACK, 1, [], [refusal] * (MAX_ENVELOPES_PER_BATCH + 1)]))
+
+
+def test_a_frame_of_exactly_the_maximum_size_encodes() -> None:
+    empty = len(frames.encode(frames.Envelopes(1, (b"",))))
+    payload = MAX_FRAME_BYTES - empty - 4  # the byte string's head grows by 4 bytes
+    data = frames.encode(frames.Envelopes(1, (b"x" * payload,)))
+    assert len(data) == MAX_FRAME_BYTES
+    with pytest.raises(FrameTooLarge):
+        frames.encode(frames.Envelopes(1, (b"x" * (payload + 1),)))
