@@ -10,10 +10,19 @@ refused, and so is everything an admin may not do.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from mesh.identity import Identity
-from tests.nodes.processes import device_process, free_port, run, runtime_process, wait_until
+from tests.nodes.processes import (
+    CLI,
+    STARTED,
+    device_process,
+    free_port,
+    run,
+    runtime_process,
+    wait_until,
+)
 
 
 def invite(data_dir: Path, *extra: str, check: bool = True) -> str:
@@ -57,10 +66,6 @@ def test_an_admin_device_invites_certifies_approves_and_revokes(tmp_path: Path) 
     # Through the running node: a join that needs approval, approved from the phone.
     tablet_dir = tmp_path / "tablet"
     code = invite(phone_dir, "--caps", "read", "--name", "tablet", "--require-approval")
-    import subprocess
-
-    from tests.nodes.processes import CLI, STARTED
-
     joiner = subprocess.Popen(
         [*CLI, "join", code, "--data-dir", str(tablet_dir)],
         stdout=subprocess.PIPE,
