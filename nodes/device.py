@@ -94,7 +94,7 @@ async def run_device(
     node_box: list[OpenNode] = []
     driver_box: list[EngineDriver] = []
 
-    def start_node(nursery: trio.Nursery, mesh_id: bytes | None) -> EngineDriver:
+    async def start_node(nursery: trio.Nursery, mesh_id: bytes | None) -> EngineDriver:
         node = open_node(datadir, mesh_id=mesh_id)
         engine = Engine(node.replica, node.identity, DEVICE_ROLE, pinned_runtime=runtime_key)
         driver = EngineDriver(engine)
@@ -102,7 +102,8 @@ async def run_device(
         driver_box.append(driver)
         nursery.start_soon(driver.run)
         nursery.start_soon(tracking.attach(driver).run)
-        nursery.start_soon(serve_control, datadir.control_socket, control_handler(driver))
+        # Bound before anyone hears we are up: a command right after start finds it.
+        await nursery.start(serve_control, datadir.control_socket, control_handler(driver))
         return driver
 
     def control_handler(driver: EngineDriver) -> Handler:
@@ -132,7 +133,7 @@ async def run_device(
     try:
         async with host.run(listen_addrs=[]), trio.open_nursery() as nursery:
             if known_mesh is not None:
-                start_node(nursery, None)
+                await start_node(nursery, None)
             task_status.started(DeviceReady(identity.peer_id, address))
             attempt = 0
             while True:
@@ -160,7 +161,7 @@ async def run_device(
                         hello = frames.decode(first)
                         if not isinstance(hello, frames.Hello):
                             raise ProtocolError("runtime did not start with a hello")
-                        driver = start_node(nursery, hello.mesh_id)
+                        driver = await start_node(nursery, hello.mesh_id)
                         initial.append(first)
                     log.info("connected to runtime %s", info.peer_id)
                     attempt = 0
