@@ -22,7 +22,12 @@ from mesh.identity import Identity, public_key_of_peer_id
 from mesh.limits import DIAL_TIMEOUT_MS
 from mesh.pairing.admin import AdminDesk, AdminError, AdminReply, AdminRequest, encode_request
 from mesh.transport.base import TransportError
-from mesh.transport.libp2p import Libp2pFrameStream, PinMismatch, build_host, request_reply
+from mesh.transport.libp2p import (
+    Libp2pFrameStream,
+    PinMismatch,
+    request_reply,
+    with_client_host,
+)
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
@@ -86,19 +91,9 @@ async def ask(host: IHost, runtime_address: str, request: bytes) -> AdminReply:
 
 async def ask_once(identity: Identity, runtime_address: str, request: bytes) -> AdminReply:
     """Dial the runtime with a short-lived host, ask, and close (no node running)."""
-    host = build_host(identity)
-    outcome: AdminReply | Exception = NodeError("the admin request did not finish")
-    async with host.run(listen_addrs=[]):
-        try:
-            outcome = await ask(host, runtime_address, request)
-        except (NodeError, AdminError) as exc:  # raised outside host.run: no exception group
-            outcome = exc
-        finally:
-            with trio.CancelScope(shield=True):
-                await host.close()
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
+    return await with_client_host(
+        identity, lambda host: ask(host, runtime_address, request), (NodeError, AdminError)
+    )
 
 
 def request_from_device(datadir: DataDir, request: AdminRequest) -> object:

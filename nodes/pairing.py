@@ -30,7 +30,12 @@ from mesh.membership.state import fold
 from mesh.pairing.invite import Invite, InviteError, join_proof, short_authentication_string
 from mesh.pairing.protocol import JOINED, PENDING, JoinDesk, JoinReply, JoinRequest
 from mesh.transport.base import TransportError
-from mesh.transport.libp2p import Libp2pFrameStream, PinMismatch, build_host, request_reply
+from mesh.transport.libp2p import (
+    Libp2pFrameStream,
+    PinMismatch,
+    request_reply,
+    with_client_host,
+)
 from nodes.crashpoints import crash_point
 from nodes.driver import EngineDriver
 
@@ -112,23 +117,13 @@ async def join_mesh(
     approval_timeout_s: float = JOIN_APPROVAL_TIMEOUT_MS / 1000,
 ) -> list[bytes]:
     """Join with ``invite``; returns the verified membership log entries."""
-    host = build_host(identity)
     proof = join_proof(invite.secret, invite.mesh_id, invite.runtime_key, identity.public_key)
     request = JoinRequest(invite.id, proof, name).encode()
-    outcome: list[bytes] | JoinFailed = JoinFailed("join did not finish")
-    async with host.run(listen_addrs=[]):
-        try:
-            outcome = await _join_loop(
-                host, invite, identity, request, on_pending, approval_timeout_s
-            )
-        except JoinFailed as exc:  # raised outside host.run: no exception group around it
-            outcome = exc
-        finally:
-            with trio.CancelScope(shield=True):
-                await host.close()
-    if isinstance(outcome, JoinFailed):
-        raise outcome
-    return outcome
+    return await with_client_host(
+        identity,
+        lambda host: _join_loop(host, invite, identity, request, on_pending, approval_timeout_s),
+        (JoinFailed,),
+    )
 
 
 async def _join_loop(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import multiaddr
 import trio
@@ -51,6 +51,9 @@ CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("agentmesh.transport")
 #: py-libp2p's auto-connector logger sets its own level (INFO), so it is named too.
 LIBP2P_LOGGERS = ("libp2p", "libp2p.network.auto_connector", "multiaddr", "async_service")
+
+
+T = TypeVar("T")
 
 
 def quiet_libp2p_logging(level: int = logging.WARNING) -> None:
@@ -288,3 +291,29 @@ async def request_reply(
     data = await frames.receive()
     await frames.close()
     return data
+
+
+async def with_client_host(
+    identity: Identity,
+    work: Callable[[IHost], Awaitable[T]],
+    errors: tuple[type[Exception], ...],
+) -> T:
+    """Run ``work`` on a short-lived host that listens nowhere, then close the host.
+
+    An exception of ``errors`` raised by ``work`` comes out as itself, not wrapped in
+    the exception group that ``host.run``'s nursery would put around it.
+    """
+    host = build_host(identity)
+    outcome: list[T] = []
+    failure: list[Exception] = []
+    async with host.run(listen_addrs=[]):
+        try:
+            outcome.append(await work(host))
+        except errors as exc:
+            failure.append(exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await host.close()
+    if failure:
+        raise failure[0]
+    return outcome[0]
