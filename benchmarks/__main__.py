@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[], Callable[[], dict[str, Any]]]] = {
     "sim": _sim,
     "inspect": lambda: __import__("benchmarks.inspect", fromlist=["run"]).run,
     "network": lambda: __import__("benchmarks.network", fromlist=["run"]).run,
+    "relay": lambda: __import__("benchmarks.relay_floor", fromlist=["run"]).run,
 }
 
 

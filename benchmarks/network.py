@@ -76,6 +76,7 @@ from typing import Any
 import trio
 from pycrdt import Doc, Map, MapEvent
 
+from benchmarks import relay_floor
 from crdt_state.replica import Replica
 from crdt_state.schema import SHARED
 from crdt_state.storage.sqlite import SqliteStore
@@ -86,6 +87,7 @@ from mesh.membership.records import APPROVE, READ, WRITE
 from mesh.transport.base import FrameStream
 from mesh.transport.memory import memory_stream_pair
 from nodes.driver import EngineDriver, wall_ms
+from nodes.heap import freeze_startup_heap
 
 W1_RECORDS = 20_000
 W1P_RECORDS = 20_000
@@ -334,6 +336,7 @@ async def _device_worker(config: dict[str, Any]) -> None:
     info = info_from_p2p_addr(multiaddr.Multiaddr(config["runtime_addr"]))
     port = int(config["runtime_addr"].split("/tcp/")[1].split("/")[0])
     host = build_host(identity)
+    freeze_startup_heap()  # as `agentmesh device run` does
     stream: _Counting | None = None
     local_port: int | None = None
     scope: trio.CancelScope | None = None
@@ -1086,6 +1089,7 @@ def run() -> dict[str, Any]:
         p2p = _p2p(Path(tmp) / "p2p")
         mem = trio.run(_mem, Path(tmp) / "mem")
     theirs = _pycrdt_websocket()
+    floor = relay_floor.run()
     return {
         "benchmark": "network",
         "machine": before,
@@ -1109,5 +1113,28 @@ def run() -> dict[str, Any]:
         "p2p": p2p,
         "mem": mem,
         "pycrdt_websocket": theirs,
+        "relay_floor": floor,
+        **_w1p_bound(floor, before, theirs),
         **_ratios(p2p, theirs),
+    }
+
+
+def _w1p_bound(
+    floor: dict[str, Any], machine: dict[str, Any], theirs: dict[str, Any]
+) -> dict[str, Any]:
+    """The least W1p p99 our design allows on this transport, and it against theirs.
+
+    A record crosses two py-libp2p hops (``relay_floor``: nothing but the
+    transport) and two commits (the writer's before it sends, the runtime's
+    before it relays), each counted at its median.
+    """
+    bound = floor["p99_ms"] + 2 * machine["sqlite_full_commit_p50_us"] / 1000
+    return {
+        "w1p_p99_lower_bound_ms": round(bound, 3),
+        "w1p_p99_lower_bound_ratio_vs_pycrdt_websocket": round(
+            bound / theirs["w1p_latency_p99_ms"], 4
+        ),
+        "relay_floor_p99_ratio_vs_pycrdt_websocket": round(
+            floor["p99_ms"] / theirs["w1p_latency_p99_ms"], 4
+        ),
     }

@@ -42,7 +42,7 @@ from crdt_state.schema import ROOTS, kind_of
 from crdt_state.storage.base import SnapshotRow, Store
 from mesh import cbor
 from mesh.identity import PUBLIC_KEY_BYTES
-from mesh.limits import SNAPSHOT_EVERY_ENVELOPES
+from mesh.limits import SNAPSHOT_EVERY_ENVELOPES, SNAPSHOT_GROWTH_DIVISOR
 
 if TYPE_CHECKING:
     from crdt_state.replica import Replica
@@ -286,9 +286,15 @@ class Snapshotter:
     local batch is open, since documents then hold writes that no envelope carries.
     """
 
-    def __init__(self, replica: Replica, every: int = SNAPSHOT_EVERY_ENVELOPES) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        every: int = SNAPSHOT_EVERY_ENVELOPES,
+        growth_divisor: int = SNAPSHOT_GROWTH_DIVISOR,
+    ) -> None:
         self.replica = replica
         self.every = every
+        self.growth_divisor = growth_divisor
         self._written: dict[str, tuple[dict[int, int], int]] = {}
         #: (doc, client) -> (seq, hlc) of the chain head last looked up.
         self._hlc: dict[tuple[str, int], tuple[int, int]] = {}
@@ -304,7 +310,13 @@ class Snapshotter:
         return self.replica.store.last_lid() - self.lid
 
     def due(self) -> bool:
-        return self.behind() >= self.every
+        """Whether a busy node should refresh now.
+
+        At least ``every`` envelopes behind, and at least 1/``growth_divisor`` of
+        what the snapshot covers: a refresh re-encodes whole documents, so a fixed
+        interval would cost O(log²) over a node's life and stall it ever longer.
+        """
+        return self.behind() >= max(self.every, self.lid // self.growth_divisor)
 
     def write(self) -> bool:
         """Stage a fresh snapshot (the caller commits); False when a local batch is open."""

@@ -202,6 +202,7 @@ def runtime(
     import trio
 
     from nodes import logs
+    from nodes.heap import freeze_startup_heap
     from nodes.runtime import serve_runtime
     from nodes.setup import init_runtime
 
@@ -220,6 +221,7 @@ def runtime(
             sys.stdout.flush()
 
         serve = partial(serve_runtime, datadir, list(listen), announce=list(announce))
+        freeze_startup_heap()
         trio.run(_serve_until_signal, serve, report)
     click.echo("runtime stopped", err=True)
 
@@ -593,6 +595,7 @@ def device_run(
 
     from nodes import logs
     from nodes.device import run_device
+    from nodes.heap import freeze_startup_heap
 
     logs.configure(json_lines=log_json, level=log_level)
     datadir = _datadir(data_dir)
@@ -608,6 +611,7 @@ def device_run(
                 await _until_signal()
                 nursery.cancel_scope.cancel()
 
+        freeze_startup_heap()
         trio.run(main)
     click.echo("device stopped", err=True)
 

@@ -2,9 +2,10 @@
 
 ``attach(driver)`` registers one output listener on a node's ``EngineDriver``:
 
-* every ``SNAPSHOT_EVERY_ENVELOPES`` stored envelopes it refreshes the local
-  materialized snapshot (``crdt_state.snapshot``) right after the flush that
-  committed them;
+* it refreshes the local materialized snapshot (``crdt_state.snapshot``) right
+  after a flush when ``Snapshotter.due`` (``SNAPSHOT_EVERY_ENVELOPES`` stored
+  after it, more as the log grows), and once the node has stored nothing for
+  ``SNAPSHOT_IDLE_MS``, so an idle node's snapshot is current;
 * it keeps the newest ``MAX_REFUSALS_KEPT`` refused envelopes (memory and the
   store's metadata), since refusals are otherwise only frames on the wire;
 * ``run`` (a task next to the driver) looks at every session each
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from crdt_state.snapshot import Snapshotter
-from mesh.limits import MAX_REFUSALS_KEPT
+from mesh.limits import MAX_REFUSALS_KEPT, SNAPSHOT_IDLE_MS
 
 if TYPE_CHECKING:
     from crdt_state.replica import Replica
@@ -138,6 +139,8 @@ class NodeTracker:
         self._driver = weakref.ref(driver)
         self.replica: Replica = driver.engine.replica
         self.snapshots = Snapshotter(self.replica)
+        #: When this node last stored an envelope (driver clock, ms).
+        self.last_accepted_ms = driver.clock()
         store = self.replica.store
         self.refusals: deque[dict[str, Any]] = deque(
             stored_refusals(store)[-MAX_REFUSALS_KEPT:], maxlen=MAX_REFUSALS_KEPT
@@ -158,6 +161,7 @@ class NodeTracker:
         if driver is None:
             return
         if isinstance(output, Accepted):
+            self.last_accepted_ms = driver.clock()
             if self.snapshots.due() and self.snapshots.write():
                 driver.kick()  # the next flush commits it
         elif isinstance(output, Refused):
@@ -185,9 +189,18 @@ class NodeTracker:
         try:
             while True:
                 self.observe_peers()
+                self.refresh_if_idle()
                 await trio.sleep(PEER_POLL_S)
         finally:  # the node is stopping: its close() commits what this stages
             self.observe_peers(stopping=True)
+
+    def refresh_if_idle(self) -> None:
+        """Refresh a stale snapshot once the node has stored nothing for SNAPSHOT_IDLE_MS."""
+        driver = self._driver()
+        if driver is None or self.snapshots.behind() == 0:
+            return
+        if driver.clock() - self.last_accepted_ms >= SNAPSHOT_IDLE_MS and self.snapshots.write():
+            driver.kick()  # the next flush commits it
 
     def observe_peers(self, *, stopping: bool = False) -> None:
         """Update (and, when due, stage) every session's peer record."""

@@ -3,7 +3,8 @@
 py-libp2p 0.8.1 pitfalls handled here (see ../shared/PITFALLS.md): Noise is the
 only security transport; the peer's identity comes from the authenticated
 connection (``muxed_conn.peer_id``), never from the Noise static key; one
-connection per peer; our own bounded framing; streams are always read.
+connection per peer; our own bounded framing; streams are always read; yamux
+window credit in half-window steps, not per read (``yamux_credit``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from mesh.errors import ProtocolError
 from mesh.identity import Identity, public_key_of_peer_id
 from mesh.limits import HANDSHAKE_TIMEOUT_S, MAX_INBOUND_CONNECTIONS
+from mesh.transport import yamux_credit
 from mesh.transport.base import StreamClosed, StreamReset, TransportError
 from mesh.transport.framing import FrameDecoder, encode_frame
 from mesh.transport.inbound import (
@@ -80,6 +82,7 @@ def build_host(
     strangers let in (to join): a stranger's connection is closed after
     ``STRANGER_CONNECTION_TIMEOUT_MS``.
     """
+    yamux_credit.install()
     guard = guard if guard is not None else InboundGuard()
     key_pair = create_new_key_pair(identity.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)

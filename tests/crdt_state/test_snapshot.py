@@ -7,6 +7,7 @@ with the snapshot left out (a full replay of the envelope log).
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -403,3 +404,24 @@ def test_snapshot_at_any_moment_reopens_identically(ops: list[tuple[str, str, in
         reopened = Replica(mesh_id=mesh.mesh_id, store=node.replica.store)
         reopened.load()
         assert state_of(reopened) == live
+
+
+def test_a_busy_node_refreshes_less_often_as_the_log_grows() -> None:
+    mesh = new_mesh()
+    phone = mesh.add_device(seeded_identity(10), name="phone")
+    assert mesh.connect(phone)
+    writer = Snapshotter(mesh.runtime.replica, every=4, growth_divisor=2)
+    refreshed: list[int] = []
+    for i in range(80):
+        phone.write(SHARED, "messages", f"m{i}", {"text": f"hello {i}"}, NOW + i)
+        mesh.settle(NOW + i)
+        if writer.due():
+            before = writer.lid
+            assert writer.write()
+            # never sooner than `every` nor than half of what the last one covered
+            assert writer.lid - before >= max(4, before // 2)
+            refreshed.append(writer.lid)
+    gaps = [b - a for a, b in itertools.pairwise(refreshed)]
+    assert len(refreshed) >= 4
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # the interval grows with the log
+    assert len(refreshed) < mesh.runtime.replica.store.last_lid() // 4  # rarer than every 4
