@@ -150,3 +150,19 @@ SNAPSHOT_GROWTH_DIVISOR = 4
 SNAPSHOT_IDLE_MS = 2_000
 #: Refused envelopes a node remembers in its store (the newest; for 'agentmesh state history').
 MAX_REFUSALS_KEPT = 100
+
+# --- the agent on the runtime (nodes/agent/) -----------------------------------------------
+#: Most tasks the runtime's agent works on at once; later ones wait their turn.
+MAX_RUNNING_TASKS = 8
+#: Most tool calls (and LLM rounds) one task may make before it is failed.
+MAX_AGENT_STEPS = 32
+#: A sensitive tool call's approval request expires (denied: fail closed) after this long.
+APPROVAL_TIMEOUT_MS = 24 * 3600 * 1000
+#: Longest reply, progress note, tool result or notification text the agent writes.
+MAX_AGENT_TEXT_BYTES = 16 * 1024
+#: Longest wait for one chat-completions response from an LLM endpoint.
+LLM_REQUEST_TIMEOUT_S = 120.0
+#: Largest chat-completions response body read from an LLM endpoint.
+MAX_LLM_RESPONSE_BYTES = 4 * 1024 * 1024
+#: Largest file the built-in write_file tool writes into the runtime's workspace.
+MAX_WORKSPACE_FILE_BYTES = 1024 * 1024

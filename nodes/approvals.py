@@ -4,6 +4,11 @@
   ``runtime`` write ``agent``): ``{"id", "action", "details", "ts", "state"}``,
   ``state`` being ``pending``, then ``approved`` or ``denied`` with
   ``decided_by`` (a device's PeerId) and ``decided_ts`` (the runtime's clock).
+  A request for a tool call (nodes/agent) also names ``args_sha256`` (the hash
+  of the call's exact arguments), a random ``nonce`` and ``expires_ts``: past
+  it, a pending request becomes ``expired`` (denied: fail closed), whatever
+  arrives later. ``used_ts`` is set, and committed, before the approved action
+  runs, so a restarted runtime never runs it twice.
 * A device decides in its own document, ``device/<peer id>/decisions/<id>`` =
   ``{"decision": "approve" | "deny", "ts"}``. The receive path already makes
   sure that only that device authors it; it does not look at ``approve``,
@@ -43,6 +48,7 @@ DECISIONS_ROOT = "decisions"
 PENDING = "pending"
 APPROVED = "approved"
 DENIED = "denied"
+EXPIRED = "expired"
 APPROVE_DECISION = "approve"
 DENY_DECISION = "deny"
 DECISIONS = (APPROVE_DECISION, DENY_DECISION)
@@ -69,7 +75,16 @@ class Decision:
 # --- the runtime asks -----------------------------------------------------------------------
 
 
-def request_approval(transact: Transact, action: str, details: str, now_ms: int) -> str:
+def request_approval(
+    transact: Transact,
+    action: str,
+    details: str,
+    now_ms: int,
+    *,
+    expires_ms: int | None = None,
+    args_sha256: str | None = None,
+    nonce: str | None = None,
+) -> str:
     """Runtime: add a pending approval to ``agent/approvals``; returns its id."""
     if not action.strip():
         raise NodeError("the action is empty")
@@ -78,15 +93,46 @@ def request_approval(transact: Transact, action: str, details: str, now_ms: int)
     if len(details.encode()) > MAX_TEXT_BYTES:
         raise NodeError(f"details longer than {MAX_TEXT_BYTES} bytes")
     approval_id = new_id(now_ms)
+    value: dict[str, Any] = {
+        "id": approval_id,
+        "action": action,
+        "details": details,
+        "ts": now_ms,
+        "state": PENDING,
+    }
+    if expires_ms is not None:
+        value["expires_ts"] = expires_ms
+    if args_sha256 is not None:
+        value["args_sha256"] = args_sha256
+    if nonce is not None:
+        value["nonce"] = nonce
     with transact(AGENT) as ydoc:
-        ydoc.get(APPROVALS_ROOT, type=Map)[approval_id] = {
-            "id": approval_id,
-            "action": action,
-            "details": details,
-            "ts": now_ms,
-            "state": PENDING,
-        }
+        ydoc.get(APPROVALS_ROOT, type=Map)[approval_id] = value
     return approval_id
+
+
+def deadline(value: dict[str, Any]) -> int | None:
+    """When a request expires (runtime clock, ms), if it does."""
+    return _int(value.get("expires_ts"))
+
+
+def expired(value: dict[str, Any], now_ms: int) -> bool:
+    """Whether a pending approval's deadline has passed (judged by the runtime's clock)."""
+    ends = deadline(value)
+    return ends is not None and now_ms >= ends
+
+
+def mark_used(transact: Transact, replica: Replica, approval_id: str, now_ms: int) -> None:
+    """Runtime: spend an approved request's nonce before its action runs (never twice)."""
+    current = approval(replica, approval_id)
+    if current is None:
+        raise UnknownApproval(f"no approval {approval_id!r}")
+    if current.get("state") != APPROVED:
+        raise NodeError(f"approval {approval_id!r} is {current.get('state')}, not approved")
+    if current.get("used_ts") is not None:
+        raise NodeError(f"approval {approval_id!r} was already used")
+    with transact(AGENT) as ydoc:
+        ydoc.get(APPROVALS_ROOT, type=Map)[approval_id] = {**current, "used_ts": now_ms}
 
 
 # --- a device decides -----------------------------------------------------------------------
@@ -253,6 +299,9 @@ def view(replica: Replica) -> list[dict[str, Any]]:
             "state": str(value.get("state", "")),
             "decided_by": value.get("decided_by"),
             "decided_ts": _int(value.get("decided_ts")),
+            "expires_ts": _int(value.get("expires_ts")),
+            "used_ts": _int(value.get("used_ts")),
+            "args_sha256": value.get("args_sha256"),
             "decisions": [d.to_json() for d in found],
             "ignored": ignored,
         }
@@ -261,10 +310,13 @@ def view(replica: Replica) -> list[dict[str, Any]]:
 
 
 def resolve(replica: Replica, transact: Transact, now_ms: int) -> list[str]:
-    """Runtime: settle every pending approval that has a counted decision.
+    """Runtime: settle every pending approval that has expired or has a counted decision.
 
-    Any counted deny makes it ``denied``, else ``approved``; ``decided_by`` names
-    the device of the deciding decision (see ``outcome``), ``decided_ts`` is
+    Past its ``expires_ts`` it is ``expired``, whatever was decided (a decision
+    counts only if the runtime had it before the deadline, and this runs whenever
+    one arrives). Otherwise any counted deny makes it ``denied``, else
+    ``approved``; ``decided_by`` names the device of the deciding decision (see
+    ``outcome``), ``decided_ts`` is
     ``now_ms``. Only pending approvals change, so a second call with nothing new
     does nothing (idempotent) and a resolved approval is never revisited, whatever
     is decided later. Returns the ids resolved, in order.
@@ -273,6 +325,9 @@ def resolve(replica: Replica, transact: Transact, now_ms: int) -> list[str]:
     tally: dict[str, tuple[list[Decision], int]] | None = None
     for approval_id, value in sorted(_approvals_map(replica).items()):
         if not isinstance(value, dict) or value.get("state") != PENDING:
+            continue
+        if expired(value, now_ms):
+            verdicts.append((approval_id, {**value, "state": EXPIRED, "decided_ts": now_ms}))
             continue
         if tally is None:
             tally = _tally(replica)

@@ -78,6 +78,7 @@ class EngineDriver:
         self.live: dict[bytes, _Live] = {}
         self.listeners: list[Callable[[Output], None]] = []
         self._wake = trio.Event()
+        self._flushed = trio.Event()
         self.flushes = 0
 
     # --- local writes ---------------------------------------------------------------
@@ -96,6 +97,15 @@ class EngineDriver:
     def kick(self) -> None:
         """Ask the flusher to run soon."""
         self._wake.set()
+
+    async def committed(self) -> None:
+        """Until every local write made so far is sealed and committed (needs ``run``)."""
+        self.kick()
+        while True:
+            flushed = self._flushed
+            await flushed.wait()
+            if self.engine.replica.next_seal_ms() is None:
+                return
 
     # --- the flusher ----------------------------------------------------------------
 
@@ -146,6 +156,8 @@ class EngineDriver:
                     live.wake.set()
             for listener in self.listeners:
                 listener(output)
+        self._flushed.set()
+        self._flushed = trio.Event()
 
     # --- sessions ------------------------------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""The runtime's agent runner: one trio task per task in ``shared/tasks``.
+
+It watches ``shared/tasks`` (every change a device's envelope brings), starts
+the agent on each task without a finished record in ``agent/tasks``, at most
+``MAX_RUNNING_TASKS`` at once, and cancels one whose request is marked
+``cancel``. At start it resumes every unfinished task (see ``journal``). It
+runs whether or not any device is online: devices see the results when they
+next sync. An agent that raises anything ends its task ``failed``; the runtime
+keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+import trio
+from pycrdt import Doc, Map
+
+from crdt_state.replica import Replica
+from crdt_state.schema import SHARED
+from mesh.engine import Accepted, MembershipChanged, Output
+from mesh.limits import MAX_RUNNING_TASKS
+from nodes.agent import journal
+from nodes.agent.base import Agent, Job
+from nodes.agent.errors import AgentError
+from nodes.agent.tools import Tool
+from nodes.driver import EngineDriver
+
+log = logging.getLogger("agentmesh.agent")
+
+
+class AgentRunner:
+    """Runs ``agent`` on the runtime behind ``driver``; ``run`` it in the runtime's nursery."""
+
+    def __init__(self, driver: EngineDriver, agent: Agent, tools: Mapping[str, Tool]) -> None:
+        self.driver = driver
+        self.replica: Replica = driver.engine.replica
+        self.agent = agent
+        self.tools = dict(tools)
+        self._limiter = trio.CapacityLimiter(MAX_RUNNING_TASKS)
+        self._running: dict[str, trio.CancelScope] = {}
+        self._change = trio.Event()
+        self._flushes_seen = 0
+        self.finished = 0
+        driver.listeners.append(self._on_output)
+
+    # --- the Desk the journal writes through -----------------------------------------
+
+    def transact(self, doc: str) -> AbstractContextManager[Doc[Any]]:
+        return self.driver.transact(doc)
+
+    def now(self) -> int:
+        return self.driver.clock()
+
+    async def durable(self) -> None:
+        await self.driver.committed()
+
+    async def changed(self, deadline_ms: int | None) -> None:
+        change = self._change
+        if deadline_ms is None:
+            await change.wait()
+            return
+        with trio.move_on_after(max(0.0, (deadline_ms - self.now()) / 1000)):
+            await change.wait()
+
+    def _on_output(self, output: Output) -> None:
+        if isinstance(output, Accepted | MembershipChanged):
+            self._change.set()
+            self._change = trio.Event()
+
+    # --- scheduling ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work on tasks until cancelled."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                change = self._change
+                self._schedule(nursery)
+                await change.wait()
+
+    def _schedule(self, nursery: trio.Nursery) -> None:
+        requests: Map[Any] = self.replica.doc(SHARED).get(journal.TASKS_ROOT, type=Map)
+        for task_id, request in sorted(requests.items()):
+            if not isinstance(request, dict) or not isinstance(request.get("text"), str):
+                continue
+            done = journal.record(self.replica, task_id)
+            if done is not None and done.get("state") in journal.TERMINAL:
+                continue
+            scope = self._running.get(task_id)
+            if request.get("cancel") is True:
+                if scope is not None:
+                    scope.cancel()
+                else:
+                    self._finish(task_id, done, journal.CANCELLED)
+                continue
+            if scope is None:
+                job = Job(task_id, request["text"], str(request.get("author", "")))
+                self._running[task_id] = trio.CancelScope()
+                nursery.start_soon(self._work, job)
+
+    def _finish(self, task_id: str, value: dict[str, Any] | None, state: str, **extra: Any) -> None:
+        value = value if value is not None else self._fresh(task_id)
+        value.update(state=state, **extra)
+        journal.write_record(self, value)
+        self.finished += 1
+        log.info("task %s %s", task_id, state)
+
+    def _fresh(self, task_id: str) -> dict[str, Any]:
+        return {"id": task_id, "agent": self.agent.name, "started_ts": self.now(), "steps": []}
+
+    async def _work(self, job: Job) -> None:
+        scope = self._running[job.task_id]
+        try:
+            async with self._limiter:
+                value = journal.record(self.replica, job.task_id) or self._fresh(job.task_id)
+                value.update(state=journal.RUNNING, agent=self.agent.name)
+                journal.write_record(self, value)
+                context = journal.TaskContext(self, job, self.tools, value)
+                with scope:
+                    reply = await self._attempt(job, context)
+                if scope.cancelled_caught:
+                    self._finish(job.task_id, context.value, journal.CANCELLED)
+                elif isinstance(reply, AgentError):
+                    self._finish(job.task_id, context.value, journal.FAILED, error=str(reply))
+                    await context.notify(f"task failed: {journal.clip(job.text)[:200]}")
+                else:
+                    reply_id = journal.write_reply(self, job.task_id, reply)
+                    self._finish(job.task_id, context.value, journal.DONE, reply=reply_id)
+                    await context.notify(f"task done: {journal.clip(job.text)[:200]}")
+        finally:
+            del self._running[job.task_id]
+            self.driver.kick()
+
+    async def _attempt(self, job: Job, context: journal.TaskContext) -> str | AgentError:
+        try:
+            return await self.agent.run(job, context)
+        except AgentError as exc:
+            return exc
+        except Exception as exc:  # a plugin's bug must not stop the runtime
+            log.exception("agent %s failed on task %s", self.agent.name, job.task_id)
+            return AgentError(f"internal error in agent {self.agent.name}: {exc!r}")
