@@ -154,6 +154,18 @@ def approvals(ctx: click.Context) -> None:  # the group itself: nodes/cli_approv
     group.main(args=ctx.args, prog_name="agentmesh approvals", standalone_mode=True)
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def notifications(ctx: click.Context) -> None:  # the group itself: nodes/cli_agent.py
+    """List the agent's notifications; dismiss one (on every device)."""
+    from nodes.cli_agent import notifications_group as group
+
+    group.main(args=ctx.args, prog_name="agentmesh notifications", standalone_mode=True)
+
+
 # --- runtime -------------------------------------------------------------------------
 
 
@@ -186,26 +198,62 @@ def init(data_dir: Path | None) -> None:
     multiple=True,
     help="Public multiaddr to put in invites (repeatable; default: the listen addresses).",
 )
+@click.option(
+    "--agent",
+    "agent_kind",
+    type=click.Choice(["builtin", "llm", "none"]),
+    default="builtin",
+    show_default=True,
+    envvar="AGENTMESH_AGENT",
+    help="The agent that works on tasks [env: AGENTMESH_AGENT]; see docs/AGENT.md.",
+)
+@click.option(
+    "--llm-url",
+    envvar="AGENTMESH_LLM_URL",
+    help="OpenAI-compatible API base URL (https://.../v1) [env: AGENTMESH_LLM_URL].",
+)
+@click.option(
+    "--llm-model", envvar="AGENTMESH_LLM_MODEL", help="Model name [env: AGENTMESH_LLM_MODEL]."
+)
+@click.option(
+    "--llm-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="Environment variable holding the API key (none sent if unset).",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @click.option("--log-level", default="info", show_default=True)
 def runtime(
     data_dir: Path | None,
     listen: tuple[str, ...],
     announce: tuple[str, ...],
+    agent_kind: str,
+    llm_url: str | None,
+    llm_model: str | None,
+    llm_key_env: str,
     log_json: bool,
     log_level: str,
 ) -> None:
     """Run the runtime node in the foreground (initialises an empty data dir first)."""
     _catch_early_signals()
+    import os
     from functools import partial
 
     import trio
 
     from nodes import logs
+    from nodes.agent.errors import AgentError
+    from nodes.agent.factory import make_agent
     from nodes.heap import freeze_startup_heap
     from nodes.runtime import serve_runtime
     from nodes.setup import init_runtime
 
+    try:
+        agent = make_agent(
+            agent_kind, llm_url=llm_url, llm_model=llm_model, api_key=os.environ.get(llm_key_env)
+        )
+    except AgentError as exc:
+        raise click.UsageError(str(exc)) from exc
     logs.configure(json_lines=log_json, level=log_level)
     datadir = _datadir(data_dir)
     with datadir.locked():
@@ -220,7 +268,7 @@ def runtime(
                 click.echo(f"listening {address}")
             sys.stdout.flush()
 
-        serve = partial(serve_runtime, datadir, list(listen), announce=list(announce))
+        serve = partial(serve_runtime, datadir, list(listen), announce=list(announce), agent=agent)
         freeze_startup_heap()
         trio.run(_serve_until_signal, serve, report)
     click.echo("runtime stopped", err=True)
@@ -715,6 +763,28 @@ def task_cancel(data_dir: Path | None, task_id: str) -> None:
     """Ask the agent to cancel task TASK_ID."""
     _write(_datadir(data_dir), "task-cancel", task_id)
     click.echo(f"cancel requested for {task_id}")
+
+
+class _TaskView(click.Command):
+    """``task list`` / ``task show``, defined in nodes/cli_agent.py (imported when run)."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        super().__init__(
+            name,
+            help=help_text,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+            add_help_option=False,
+        )
+
+    def invoke(self, ctx: click.Context) -> None:
+        from nodes import cli_agent
+
+        command = cli_agent.task_list if self.name == "list" else cli_agent.task_show
+        command.main(args=ctx.args, prog_name=f"agentmesh task {self.name}", standalone_mode=True)
+
+
+task.add_command(_TaskView("list", "List tasks: state, and the agent's reply once it has one."))
+task.add_command(_TaskView("show", "Show one task: progress, tool calls, reply."))
 
 
 @cli.command()

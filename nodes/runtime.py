@@ -25,6 +25,9 @@ from mesh.transport.libp2p import (
 )
 from nodes import renewal, service, tracking
 from nodes.admin import ADMIN_PROTOCOL, admin_handler
+from nodes.agent.base import Agent
+from nodes.agent.runner import AgentRunner
+from nodes.agent.tools import builtin_tools
 from nodes.control import serve_control
 from nodes.datadir import DataDir
 from nodes.driver import EngineDriver
@@ -94,9 +97,13 @@ async def serve_runtime(
     listen: Sequence[str] = (DEFAULT_LISTEN,),
     *,
     announce: Sequence[str] = (),
+    agent: Agent | None = None,
     task_status: TaskStatus[RuntimeReady] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the runtime in the foreground until cancelled. The caller holds the lock."""
+    """Run the runtime in the foreground until cancelled. The caller holds the lock.
+
+    ``agent``: the agent that works on ``shared/tasks`` (none: tasks wait).
+    """
     node = open_node(datadir)
     engine = Engine(node.replica, node.identity, RUNTIME_ROLE)
     driver = EngineDriver(engine)
@@ -195,6 +202,11 @@ async def serve_runtime(
                         else node.identity
                     )
                     nursery.start_soon(renewal.renew_forever, driver, signer)
+                    if agent is not None:
+                        tools = builtin_tools(
+                            node.replica, driver.transact, datadir.path / "workspace", driver.clock
+                        )
+                        nursery.start_soon(AgentRunner(driver, agent, tools).run)
                     await nursery.start(  # bound before anyone hears we are up
                         serve_control,
                         datadir.control_socket,

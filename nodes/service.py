@@ -9,7 +9,7 @@ from mesh.errors import MembershipError
 from mesh.membership.records import Certificate, Revocation, decode_record
 from mesh.pairing.invite import InviteError
 from mesh.pairing.protocol import JoinDesk
-from nodes import app, tracking
+from nodes import app, notifications, tracking
 from nodes.crashpoints import crash_point
 from nodes.driver import EngineDriver
 from nodes.errors import NodeError
@@ -73,6 +73,28 @@ def handle(
         from nodes import approvals_service
 
         return approvals_service.handle(driver, request)
+    if op == "tasks":
+        from nodes.agent import views
+
+        return {"ok": True, "tasks": views.tasks(driver.engine.replica)}
+    if op == "notifications":
+        return {
+            "ok": True,
+            "notifications": notifications.view(
+                driver.engine.replica, include_dismissed=request.get("all") is True
+            ),
+        }
+    if op == "dismiss":
+        target = request.get("id")
+        if not isinstance(target, str):
+            raise NodeError("missing id")
+        if driver.engine.is_revoked():
+            raise NodeError("this device has been revoked; it no longer writes")
+        notifications.dismiss(
+            driver.transact, driver.engine.replica, driver.engine.identity.public_key, target, now
+        )
+        driver.kick()
+        return {"ok": True, "id": target}
     if op == "send-many":
         texts = request.get("texts")
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
