@@ -34,7 +34,7 @@ from pycrdt import Map
 
 from crdt_state.schema import AGENT, DEVICE_PREFIX, device_doc
 from mesh.identity import peer_id_of, public_key_of_peer_id
-from mesh.membership.records import APPROVE
+from mesh.membership.records import APPROVE, RUNTIME
 from nodes.app import MAX_TEXT_BYTES, Transact, new_id
 from nodes.errors import NodeError, NotFound
 
@@ -302,6 +302,7 @@ def view(replica: Replica) -> list[dict[str, Any]]:
             "expires_ts": _int(value.get("expires_ts")),
             "used_ts": _int(value.get("used_ts")),
             "args_sha256": value.get("args_sha256"),
+            "approved_in_time": value.get("approved_in_time") or [],
             "decisions": [d.to_json() for d in found],
             "ignored": ignored,
         }
@@ -309,44 +310,73 @@ def view(replica: Replica) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve(replica: Replica, transact: Transact, now_ms: int) -> list[str]:
-    """Runtime: settle every pending approval that has expired or has a counted decision.
+def approvers(replica: Replica) -> frozenset[str]:
+    """PeerIds of the devices a request waits for: members holding ``approve`` now.
 
-    Past its ``expires_ts`` it is ``expired``, whatever was decided (a decision
-    counts only if the runtime had it before the deadline, and this runs whenever
-    one arrives). Otherwise any counted deny makes it ``denied``, else
-    ``approved``; ``decided_by`` names the device of the deciding decision (see
-    ``outcome``), ``decided_ts`` is
-    ``now_ms``. Only pending approvals change, so a second call with nothing new
-    does nothing (idempotent) and a resolved approval is never revisited, whatever
-    is decided later. Returns the ids resolved, in order.
+    The runtime, which asks, is not one of them (a decision it makes still counts).
+    """
+    return frozenset(
+        peer_id_of(key)
+        for key, member in replica.membership.members.items()
+        if member.revoked_at is None
+        and APPROVE in member.cert.caps
+        and RUNTIME not in member.cert.caps
+    )
+
+
+def resolve(replica: Replica, transact: Transact, now_ms: int) -> list[str]:
+    """Runtime: settle each pending approval at its stated moment.
+
+    * A counted deny settles it ``denied`` at once: any deny wins.
+    * Once every current approver (``approvers``) has approved: ``approved``.
+    * At ``expires_ts``: ``approved`` if a counted approval reached the runtime
+      before it, else ``expired`` (fail closed). "Before it" is recorded as the
+      approvals arrive: a pending request lists in ``approved_in_time`` the
+      devices whose counted approval the runtime held at a call before the
+      deadline (this runs whenever a device document is accepted, and at the
+      deadline). A request without ``expires_ts`` waits for every approver.
+
+    ``decided_by`` names the deciding device (the oldest deny; else the first
+    approval), ``decided_ts`` is ``now_ms``. Only pending approvals change and a
+    settled one never changes again, so calling it twice with nothing new does
+    nothing. Returns the ids settled, in order.
     """
     verdicts: list[tuple[str, dict[str, Any]]] = []
+    settled: list[str] = []
     tally: dict[str, tuple[list[Decision], int]] | None = None
+    waited_for = approvers(replica)
     for approval_id, value in sorted(_approvals_map(replica).items()):
         if not isinstance(value, dict) or value.get("state") != PENDING:
             continue
-        if expired(value, now_ms):
-            verdicts.append((approval_id, {**value, "state": EXPIRED, "decided_ts": now_ms}))
-            continue
         if tally is None:
             tally = _tally(replica)
-        verdict = outcome(tally.get(approval_id, ([], 0))[0])
-        if verdict is None:
-            continue
-        state, deciding = verdict
-        verdicts.append(
-            (
-                approval_id,
-                {**value, "state": state, "decided_by": deciding.device, "decided_ts": now_ms},
+        found = tally.get(approval_id, ([], 0))[0]
+        denies = [d for d in found if d.decision == DENY_DECISION]
+        raw = value.get("approved_in_time")
+        in_time = [d for d in raw if isinstance(d, str)] if isinstance(raw, list) else []
+        if denies:
+            verdict = {"state": DENIED, "decided_by": min(denies).device}
+        elif expired(value, now_ms):
+            verdict = (
+                {"state": APPROVED, "decided_by": in_time[0]} if in_time else {"state": EXPIRED}
             )
-        )
+        else:
+            approving = [d.device for d in found]  # no denies: all are approvals
+            if approving and waited_for <= set(approving):
+                verdict = {"state": APPROVED, "decided_by": approving[0]}
+            else:
+                grown = in_time + [d for d in approving if d not in in_time]
+                if grown != in_time:
+                    verdicts.append((approval_id, {**value, "approved_in_time": grown}))
+                continue
+        verdicts.append((approval_id, {**value, **verdict, "decided_ts": now_ms}))
+        settled.append(approval_id)
     if verdicts:
         with transact(AGENT) as ydoc:
             approvals = ydoc.get(APPROVALS_ROOT, type=Map)
             for approval_id, resolved in verdicts:
                 approvals[approval_id] = resolved
-    return [approval_id for approval_id, _ in verdicts]
+    return settled
 
 
 # --- reading the replica ----------------------------------------------------------------------

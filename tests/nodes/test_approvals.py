@@ -119,7 +119,7 @@ def scene() -> Scene:
 # --- the rule, on every peer -------------------------------------------------------------------
 
 
-def test_an_approvers_decision_resolves_at_the_runtime_and_replicates_everywhere(
+def test_approved_once_every_approver_approved_and_replicated_everywhere(
     scene: Scene,
 ) -> None:
     approval_id = scene.request()
@@ -127,7 +127,24 @@ def test_an_approvers_decision_resolves_at_the_runtime_and_replicates_everywhere
         transact_of(scene.phone), scene.phone.replica, scene.phone.key, approval_id, "approve", NOW
     )
     scene.settle()
-    expected = [Decision(NOW, scene.phone.peer_id, "approve")]
+    # One of two approvers: still pending everywhere, the approval noted as in time.
+    for node in scene.peers:
+        waiting = approvals.approval(node.replica, approval_id)
+        assert waiting is not None and waiting["state"] == "pending"
+        assert waiting["approved_in_time"] == [scene.phone.peer_id]
+    decide(
+        transact_of(scene.laptop, NOW + 1),
+        scene.laptop.replica,
+        scene.laptop.key,
+        approval_id,
+        "approve",
+        NOW + 1,
+    )
+    scene.settle()
+    expected = [
+        Decision(NOW, scene.phone.peer_id, "approve"),
+        Decision(NOW + 1, scene.laptop.peer_id, "approve"),
+    ]
     for node in scene.peers:
         assert counted_decisions(node.replica, approval_id) == expected
         resolved = approvals.approval(node.replica, approval_id)
@@ -137,17 +154,59 @@ def test_an_approvers_decision_resolves_at_the_runtime_and_replicates_everywhere
         assert resolved["decided_ts"] == NOW
     [row] = view(scene.viewer.replica)
     assert row["state"] == "approved" and row["ignored"] == 0
-    assert row["decisions"] == [{"device": scene.phone.peer_id, "decision": "approve", "ts": NOW}]
+    assert [d["device"] for d in row["decisions"]] == [scene.phone.peer_id, scene.laptop.peer_id]
     # No longer pending: a later decision is refused where it is made.
     with pytest.raises(NodeError, match="no longer pending"):
         decide(
-            transact_of(scene.laptop),
-            scene.laptop.replica,
-            scene.laptop.key,
+            transact_of(scene.phone), scene.phone.replica, scene.phone.key, approval_id, "deny", NOW
+        )
+
+
+def test_one_deny_settles_at_once(scene: Scene) -> None:
+    approval_id = scene.request()
+    decide(
+        transact_of(scene.laptop), scene.laptop.replica, scene.laptop.key, approval_id, "deny", NOW
+    )
+    scene.settle()
+    for node in scene.peers:
+        resolved = approvals.approval(node.replica, approval_id)
+        assert resolved is not None
+        assert (resolved["state"], resolved["decided_by"]) == ("denied", scene.laptop.peer_id)
+
+
+@pytest.mark.parametrize("in_time", [False, True])
+def test_at_the_deadline_an_approval_in_time_approves_else_it_expires(
+    scene: Scene, in_time: bool
+) -> None:
+    runtime = scene.runtime
+    approval_id = request_approval(
+        transact_of(runtime), "deploy", "v2", NOW, expires_ms=NOW + 1_000
+    )
+    scene.settle()
+    if in_time:
+        decide(
+            transact_of(scene.phone),
+            scene.phone.replica,
+            scene.phone.key,
             approval_id,
-            "deny",
+            "approve",
             NOW,
         )
+        scene.settle()
+    # The laptop answers after the deadline: whatever it says, it is too late.
+    late = NOW + 1_000
+    scene.clock[0] = late
+    decide(
+        transact_of(scene.laptop, late), scene.laptop.replica, scene.laptop.key, approval_id,
+        "approve", late,
+    )  # fmt: skip
+    scene.settle()
+    resolved = approvals.approval(runtime.replica, approval_id)
+    assert resolved is not None
+    if in_time:
+        assert (resolved["state"], resolved["decided_by"]) == ("approved", scene.phone.peer_id)
+    else:
+        assert resolved["state"] == "expired" and "decided_by" not in resolved
 
 
 @pytest.mark.parametrize("who", ["viewer", "writer"])
@@ -198,16 +257,10 @@ def test_a_hostile_decision_without_approve_counts_nowhere(scene: Scene) -> None
         assert (row["state"], row["decisions"], row["ignored"]) == ("pending", [], 2)
         assert state_of(node, approval_id) == "pending"
     assert resolve(scene.runtime.replica, transact_of(scene.runtime), NOW) == []
-    # An approver's decision still resolves it, by that approver.
-    decide(
-        transact_of(scene.laptop),
-        scene.laptop.replica,
-        scene.laptop.key,
-        approval_id,
-        "approve",
-        NOW,
-    )
-    scene.settle()
+    # The approvers' decisions still resolve it.
+    for approver in (scene.laptop, scene.phone):
+        decide(transact_of(approver), approver.replica, approver.key, approval_id, "approve", NOW)
+        scene.settle()
     for node in scene.peers:
         resolved = approvals.approval(node.replica, approval_id)
         assert resolved is not None
@@ -250,11 +303,9 @@ def test_deny_wins_and_resolve_is_idempotent() -> None:
 
 def test_the_resolver_resolves_once_per_change(scene: Scene) -> None:
     approval_id = scene.request()
-    decide(
-        transact_of(scene.phone), scene.phone.replica, scene.phone.key, approval_id, "approve", NOW
-    )
+    decide(transact_of(scene.phone), scene.phone.replica, scene.phone.key, approval_id, "deny", NOW)
     scene.settle()
-    assert state_of(scene.runtime, approval_id) == "approved"
+    assert state_of(scene.runtime, approval_id) == "denied"
     lid = scene.runtime.replica.store.last_lid()
     assert scene.resolver.resolve() == []
     assert Resolver(scene.driver).resolve() == []  # a fresh one (a restart) finds nothing to do
@@ -270,9 +321,9 @@ def test_a_revoked_approver(scene: Scene) -> None:
     before, after = scene.request("before"), scene.request("after")
     # A decision accepted while the phone was a member resolved 'before', and keeps
     # counting after its revocation (every peer accepted it within the cutoff).
-    decide(transact_of(phone), phone.replica, phone.key, before, "approve", NOW)
+    decide(transact_of(phone), phone.replica, phone.key, before, "deny", NOW)
     scene.settle()
-    assert all(state_of(node, before) == "approved" for node in scene.peers)
+    assert all(state_of(node, before) == "denied" for node in scene.peers)
 
     # The phone goes offline and is revoked; unaware, it decides 'after'.
     mesh.disconnect(phone)
@@ -293,7 +344,7 @@ def test_a_revoked_approver(scene: Scene) -> None:
     for node in [scene.runtime, laptop, scene.viewer, scene.writer]:
         assert state_of(node, after) == "pending"
         assert counted_decisions(node.replica, after) == []
-        assert counted_decisions(node.replica, before) == [Decision(NOW, phone.peer_id, "approve")]
+        assert counted_decisions(node.replica, before) == [Decision(NOW, phone.peer_id, "deny")]
 
     # On the phone itself the decision past its cutoff does not count either, once it
     # learns of the revocation; and it decides no more.
@@ -430,11 +481,12 @@ async def test_the_cli_with_running_nodes_then_with_none(running: Running) -> No
     assert "not synced yet" in unknown.stderr
     late = cli_run("approvals", "approve", approval_id, datadir=dirs["phone"], code=EXIT_ERROR)
     assert "no longer pending" in late.stderr
-    # The runtime holds every capability: its own decision, made offline, resolves at once.
+    # The runtime holds every capability: its own approval counts, but the request still
+    # waits for the phone (the devices holding approve); its own deny settles it at once.
     cli_run("approvals", "approve", second, datadir=dirs["runtime"])
     rows = json.loads(cli_run("approvals", "--json", datadir=dirs["runtime"]).stdout)
-    assert rows[1]["state"] == "approved"
-    assert rows[1]["decided_by"] == nodes["runtime"].peer_id
+    assert rows[1]["state"] == "pending"
+    assert [d["device"] for d in rows[1]["decisions"]] == [nodes["runtime"].peer_id]
 
 
 def test_a_runtime_process_resolves_approvals(tmp_path: Path) -> None:
