@@ -138,6 +138,11 @@ MAX_ADMIN_MESSAGE_BYTES = 1024 * 1024
 #: A non-member connection that has not finished joining is closed after this long.
 STRANGER_CONNECTION_TIMEOUT_MS = 30_000
 
+# --- data directory (nodes/datadir.py) --------------------------------------------------------
+#: A node starting while a command holds its data dir waits this long for it; a command
+#: finding a node that has not opened its control socket yet waits as long for the socket.
+DATA_DIR_LOCK_WAIT_S = 10.0
+
 # --- local snapshot (crdt_state/snapshot.py) ------------------------------------------------
 #: A running node refreshes its local materialized snapshot once this many envelopes were
 #: stored after it (and when it closes), so opening replays at most about this many...

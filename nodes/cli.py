@@ -256,7 +256,7 @@ def runtime(
         raise click.UsageError(str(exc)) from exc
     logs.configure(json_lines=log_json, level=log_level)
     datadir = _datadir(data_dir)
-    with datadir.locked():
+    with datadir.locked(node=True):
         if not datadir.identity_key.exists():
             init_runtime(datadir, _now_ms())
             click.echo(f"initialised a new mesh in {datadir.path}", err=True)
@@ -648,7 +648,7 @@ def device_run(
     logs.configure(json_lines=log_json, level=log_level)
     datadir = _datadir(data_dir)
     datadir.require()
-    with datadir.locked():
+    with datadir.locked(node=True):
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
@@ -667,12 +667,26 @@ def device_run(
 # --- writing ----------------------------------------------------------------------------
 
 
+def ask_node(datadir: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The running node's reply to ``payload``; None when no node runs in ``datadir``.
+
+    A node that holds the data dir but has not opened its control socket yet (it is
+    starting) is waited for, up to DATA_DIR_LOCK_WAIT_S.
+    """
+    from nodes import control
+
+    reply = control.request(datadir.control_socket, payload)
+    if reply is None and datadir.wait_for_node():
+        reply = control.request(datadir.control_socket, payload)
+    return reply
+
+
 def _write(datadir: Any, op: str, text: str) -> str:
     """Write through the running node, or open the store when no node runs."""
-    from nodes import app, control
+    from nodes import app
     from nodes.setup import open_node
 
-    reply = control.request(datadir.control_socket, {"op": op, "text": text})
+    reply = ask_node(datadir, {"op": op, "text": text})
     if reply is not None:
         return str(reply["id"])
     with datadir.locked():
@@ -715,12 +729,12 @@ def send(data_dir: Path | None, text: str) -> None:
 
 
 def _send_many(datadir: Any, texts: list[str]) -> int:
-    from nodes import app, control
+    from nodes import app
     from nodes.service import MAX_TEXTS_PER_REQUEST
 
     for start in range(0, len(texts), MAX_TEXTS_PER_REQUEST):
         chunk = texts[start : start + MAX_TEXTS_PER_REQUEST]
-        reply = control.request(datadir.control_socket, {"op": "send-many", "texts": chunk})
+        reply = ask_node(datadir, {"op": "send-many", "texts": chunk})
         if reply is None:
             from nodes.setup import open_node
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from nodes.cli import _datadir, _Group, _help_width, _now_ms, data_dir_option
+from nodes.cli import _datadir, _Group, _help_width, _now_ms, ask_node, data_dir_option
 from nodes.errors import NotFound
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
@@ -131,13 +131,13 @@ def notifications_group(
 @click.pass_context
 def dismiss(ctx: click.Context, data_dir: Path | None, notification_id: str) -> None:
     """Dismiss notification ID on every device (works offline)."""
-    from nodes import control, notifications
+    from nodes import notifications
     from nodes.setup import open_node
 
     datadir = _datadir(data_dir or ctx.obj)
     datadir.require()
     payload = {"op": "dismiss", "id": notification_id}
-    if control.request(datadir.control_socket, payload) is not None:
+    if ask_node(datadir, payload) is not None:
         click.echo(f"dismissed {notification_id}")
         return
     with datadir.locked():

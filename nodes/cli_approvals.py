@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from nodes.cli import _datadir, _Group, _help_width, _now_ms, data_dir_option
+from nodes.cli import _datadir, _Group, _help_width, _now_ms, ask_node, data_dir_option
 from nodes.errors import NodeError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
@@ -125,13 +125,12 @@ def approvals(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
 def request(ctx: click.Context, data_dir: Path | None, action: str, details: str) -> None:
     """Ask the devices holding approve to approve ACTION (on the runtime); prints its id."""
     from nodes import approvals as approvals_
-    from nodes import control
     from nodes.setup import RUNTIME_ROLE
 
     datadir = _datadir(data_dir or ctx.obj)
     datadir.require()
     payload = {"op": "approval-request", "action": action, "details": details}
-    reply = control.request(datadir.control_socket, payload)
+    reply = ask_node(datadir, payload)
     if reply is not None:
         click.echo(reply["id"])
         return
@@ -144,18 +143,17 @@ def request(ctx: click.Context, data_dir: Path | None, action: str, details: str
 
 def _decide(ctx: click.Context, data_dir: Path | None, approval_id: str, decision: str) -> None:
     from nodes import approvals as approvals_
-    from nodes import control
 
     datadir = _datadir(data_dir or ctx.obj)
     datadir.require()
-    listed = control.request(datadir.control_socket, {"op": "approvals"})
+    listed = ask_node(datadir, {"op": "approvals"})
     if listed is not None:
         if not any(row.get("id") == approval_id for row in listed["approvals"]):
             raise approvals_.UnknownApproval(
                 f"no approval {approval_id!r} (not requested, or not synced yet)"
             )
         payload = {"op": "decide", "id": approval_id, "decision": decision}
-        if control.request(datadir.control_socket, payload) is not None:
+        if ask_node(datadir, payload) is not None:
             click.echo(f"{decision} recorded for {approval_id}")
             return
     with _offline_node(datadir) as (node, transact, now):

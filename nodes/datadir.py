@@ -5,7 +5,8 @@ Layout::
     identity.key     this node's Ed25519 key (mode 0600)
     root.key         the mesh root key (runtime only, mode 0600; move it offline)
     store.sqlite     envelopes, membership log, metadata (WAL)
-    lock             held (flock) by the one process that owns the directory
+    lock             held (flock) by the one process that owns the directory; it
+                     names that process and whether it is a node or a command
     control.sock     local control socket of a running node (mode 0600)
 """
 
@@ -13,15 +14,22 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh.limits import DATA_DIR_LOCK_WAIT_S
 from nodes.errors import DataDirError, DataDirLocked
 
 ENV_HOME = "AGENTMESH_HOME"
 APP_NAME = "agentmesh"
+#: Who holds the lock: a long-running node (``runtime``, ``device run``) or a command.
+NODE = "node"
+COMMAND = "command"
+_LOCK_POLL_S = 0.05
+_PROBE_GRACE_S = 0.2
 
 
 def default_data_dir() -> Path:
@@ -73,20 +81,65 @@ class DataDir:
             )
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Own the directory for the duration; DataDirLocked if another process does."""
+    def locked(self, *, node: bool = False) -> Iterator[None]:
+        """Own the directory for the duration; DataDirLocked if another process does.
+
+        A node (``node=True``) starting while a command briefly holds the directory
+        (``agentmesh send`` writing to a stopped node's store) waits for it, up to
+        DATA_DIR_LOCK_WAIT_S; another node holding it is refused at once.
+        """
         self.create()
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        started = time.monotonic()
+        deadline = started + DATA_DIR_LOCK_WAIT_S
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-                raise DataDirLocked(
-                    f"{self.path} is in use by another agentmesh process (pid {owner})"
-                ) from None
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pid, role = _holder(fd)
+                    # A node waits out a command; another node it retries briefly, since
+                    # node_starting() takes a shared lock for an instant to look.
+                    patience = deadline if role == COMMAND else started + _PROBE_GRACE_S
+                    if node and time.monotonic() < patience:
+                        time.sleep(_LOCK_POLL_S)
+                        continue
+                    raise DataDirLocked(
+                        f"{self.path} is in use by another agentmesh process (pid {pid})"
+                    ) from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {NODE if node else COMMAND}\n".encode(), 0)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    def node_starting(self) -> bool:
+        """Whether a node holds the directory but has not opened its control socket yet."""
+        if self.control_socket.exists() or not self.lock_file.exists():
+            return False
+        fd = os.open(self.lock_file, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _holder(fd)[1] == NODE
+            return False  # nobody holds it
+        finally:
+            os.close(fd)
+
+    def wait_for_node(self) -> bool:
+        """If a node is starting here, wait (up to DATA_DIR_LOCK_WAIT_S) for its socket."""
+        deadline = time.monotonic() + DATA_DIR_LOCK_WAIT_S
+        while self.node_starting():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(_LOCK_POLL_S)
+        return self.control_socket.exists()
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """(pid, role) written in the lock file by its holder."""
+    words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+    pid = words[0] if words else "?"
+    return pid, words[1] if len(words) > 1 else COMMAND
