@@ -1,8 +1,8 @@
 """The runtime's agent runner: one trio task per task in ``shared/tasks``.
 
 It watches ``shared/tasks`` (every change a device's envelope brings), starts
-the agent on each task without a finished record in ``agent/tasks``, at most
-``MAX_RUNNING_TASKS`` at once, and cancels one whose request is marked
+the agent on each task without a finished record in ``agent/tasks``, oldest
+first and at most ``MAX_RUNNING_TASKS`` at once, and cancels one whose request is marked
 ``cancel``. At start it resumes every unfinished task (see ``journal``). It
 runs whether or not any device is online: devices see the results when they
 next sync. An agent that raises anything ends its task ``failed``; the runtime
@@ -40,7 +40,6 @@ class AgentRunner:
         self.replica: Replica = driver.engine.replica
         self.agent = agent
         self.tools = dict(tools)
-        self._limiter = trio.CapacityLimiter(MAX_RUNNING_TASKS)
         self._running: dict[str, trio.CancelScope] = {}
         self._change = trio.Event()
         self._flushes_seen = 0
@@ -68,13 +67,17 @@ class AgentRunner:
 
     def _on_output(self, output: Output) -> None:
         if isinstance(output, Accepted | MembershipChanged):
-            self._change.set()
-            self._change = trio.Event()
+            self._changed_now()
+
+    def _changed_now(self) -> None:
+        self._change.set()
+        self._change = trio.Event()
 
     # --- scheduling ------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Work on tasks until cancelled."""
+        log.info("agent %s is working on tasks", self.agent.name)
         async with trio.open_nursery() as nursery:
             while True:
                 change = self._change
@@ -96,7 +99,9 @@ class AgentRunner:
                 else:
                     self._finish(task_id, done, journal.CANCELLED)
                 continue
-            if scope is None:
+            # At most MAX_RUNNING_TASKS at once; the rest start when one ends (its final
+            # record is a local write, which wakes this loop). Nothing queues in memory.
+            if scope is None and len(self._running) < MAX_RUNNING_TASKS:
                 job = Job(task_id, request["text"], str(request.get("author", "")))
                 self._running[task_id] = trio.CancelScope()
                 nursery.start_soon(self._work, job)
@@ -114,24 +119,24 @@ class AgentRunner:
     async def _work(self, job: Job) -> None:
         scope = self._running[job.task_id]
         try:
-            async with self._limiter:
-                value = journal.record(self.replica, job.task_id) or self._fresh(job.task_id)
-                value.update(state=journal.RUNNING, agent=self.agent.name)
-                journal.write_record(self, value)
-                context = journal.TaskContext(self, job, self.tools, value)
-                with scope:
-                    reply = await self._attempt(job, context)
-                if scope.cancelled_caught:
-                    self._finish(job.task_id, context.value, journal.CANCELLED)
-                elif isinstance(reply, AgentError):
-                    self._finish(job.task_id, context.value, journal.FAILED, error=str(reply))
-                    await context.notify(f"task failed: {journal.clip(job.text)[:200]}")
-                else:
-                    reply_id = journal.write_reply(self, job.task_id, reply)
-                    self._finish(job.task_id, context.value, journal.DONE, reply=reply_id)
-                    await context.notify(f"task done: {journal.clip(job.text)[:200]}")
+            value = journal.record(self.replica, job.task_id) or self._fresh(job.task_id)
+            value.update(state=journal.RUNNING, agent=self.agent.name)
+            journal.write_record(self, value)
+            context = journal.TaskContext(self, job, self.tools, value)
+            with scope:
+                reply = await self._attempt(job, context)
+            if scope.cancelled_caught:
+                self._finish(job.task_id, context.value, journal.CANCELLED)
+            elif isinstance(reply, AgentError):
+                self._finish(job.task_id, context.value, journal.FAILED, error=str(reply))
+                await context.notify(f"task failed: {journal.clip(job.text)[:200]}")
+            else:
+                reply_id = journal.write_reply(self, job.task_id, reply)
+                self._finish(job.task_id, context.value, journal.DONE, reply=reply_id)
+                await context.notify(f"task done: {journal.clip(job.text)[:200]}")
         finally:
             del self._running[job.task_id]
+            self._changed_now()  # a slot is free: schedule the next task
             self.driver.kick()
 
     async def _attempt(self, job: Job, context: journal.TaskContext) -> str | AgentError:

@@ -278,3 +278,37 @@ async def test_an_approved_action_cut_off_by_a_crash_never_runs_again(
         assert len(calls) == 1
         reply = s.reply(task_id)
         assert reply is not None and "cut off by a restart" in reply
+
+
+class Gate:
+    """An agent that holds every task until released, counting how many run at once."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.release = trio.Event()
+
+    async def run(self, job: Job, context: Context) -> str:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await self.release.wait()
+        self.running -= 1
+        return f"done {job.text}"
+
+
+async def test_at_most_max_running_tasks_run_at_once_and_all_finish(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("nodes.agent.runner.MAX_RUNNING_TASKS", 2)
+    gate = Gate()
+    async with scene(tmp_path, gate) as s:
+        ids = [s.add_task(f"t{i}") for i in range(5)]
+        await until(lambda: gate.running == 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(s.runner._running) == 2  # the other three are not even started
+        gate.release.set()
+        await until(lambda: all(s.reply(t) is not None for t in ids))
+        assert gate.peak == 2
+        assert [s.reply(t) for t in ids] == [f"done t{i}" for i in range(5)]
