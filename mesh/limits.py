@@ -171,3 +171,5 @@ LLM_REQUEST_TIMEOUT_S = 120.0
 MAX_LLM_RESPONSE_BYTES = 4 * 1024 * 1024
 #: Largest file the built-in write_file tool writes into the runtime's workspace.
 MAX_WORKSPACE_FILE_BYTES = 1024 * 1024
+#: Most turns of the conversation (messages and replies) a chat reply is given.
+MAX_CHAT_TURNS = 40

@@ -159,6 +159,18 @@ def approvals(ctx: click.Context) -> None:  # the group itself: nodes/cli_approv
     add_help_option=False,
 )
 @click.pass_context
+def messages(ctx: click.Context) -> None:  # the command itself: nodes/cli_agent.py
+    """The conversation with the agent: messages and its replies."""
+    from nodes.cli_agent import messages as command
+
+    command.main(args=ctx.args, prog_name="agentmesh messages", standalone_mode=True)
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
 def notifications(ctx: click.Context) -> None:  # the group itself: nodes/cli_agent.py
     """List the agent's notifications; dismiss one (on every device)."""
     from nodes.cli_agent import notifications_group as group

@@ -1,4 +1,4 @@
-"""``agentmesh task list|show`` and ``agentmesh notifications [dismiss]``.
+"""``agentmesh task list|show``, ``agentmesh messages``, ``agentmesh notifications [dismiss]``.
 
 Imported only when one of them runs. Like ``agentmesh approvals``: ask the node
 running in the data dir over its control socket; with none running, read the
@@ -40,6 +40,10 @@ def _ask(data_dir: Path | None, request: dict[str, Any], key: str) -> list[dict[
     try:
         if key == "tasks":
             return views.tasks(replica)
+        if key == "conversation":
+            from nodes.agent import chat
+
+            return chat.view(replica)
         return notifications.view(replica, include_dismissed=request.get("all") is True)
     finally:
         replica.store.close()
@@ -93,6 +97,24 @@ def task_show(data_dir: Path | None, as_json: bool, task_id: str) -> None:
         click.echo(json.dumps(rows[0], sort_keys=True))
     else:
         click.echo(_task_text(rows[0], full=True))
+
+
+@click.command("messages")
+@data_dir_option
+@json_option
+def messages(data_dir: Path | None, as_json: bool) -> None:
+    """The conversation: messages sent to the agent, each followed by its replies."""
+    from nodes.inspection import iso
+
+    rows = _ask(data_dir, {"op": "conversation"}, "conversation")
+    if as_json:
+        click.echo(json.dumps(rows, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no messages")
+    for row in rows:
+        who = "agent" if row["role"] == "assistant" else str(row.get("author") or "?")[:16]
+        click.echo(f"{iso(int(row['ts']))}  {who}: {row['text']}")
 
 
 @click.group(

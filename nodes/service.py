@@ -77,6 +77,10 @@ def handle(
         from nodes.agent import views
 
         return {"ok": True, "tasks": views.tasks(driver.engine.replica)}
+    if op == "conversation":
+        from nodes.agent import chat
+
+        return {"ok": True, "conversation": chat.view(driver.engine.replica)}
     if op == "notifications":
         return {
             "ok": True,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -60,3 +60,24 @@ class Agent(Protocol):
     name: str
 
     async def run(self, job: Job, context: Context) -> str: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of the conversation: ``user`` (a device's message) or ``assistant``."""
+
+    role: str
+    text: str
+
+
+@runtime_checkable
+class ChatAgent(Protocol):
+    """An agent that also answers messages (``shared/messages``), one at a time, in order.
+
+    ``conversation`` ends with the message to answer. No tools: a chat turn has no
+    journal, so after a restart an unanswered message is simply answered again.
+    """
+
+    name: str
+
+    async def reply(self, conversation: Sequence[Turn]) -> str: ...

@@ -1,5 +1,7 @@
 """An agent backed by any OpenAI-compatible chat-completions endpoint, with tool calls.
 
+It also answers messages (``ChatAgent``): the recent conversation, no tools.
+
 Each task is one conversation: a system prompt, the task as the user's message,
 then rounds of ``POST {base_url}/chat/completions`` (``model``, ``messages``,
 ``tools``). A reply with ``tool_calls`` runs each call through the context
@@ -15,13 +17,13 @@ never stored in the data dir.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from mesh.limits import LLM_REQUEST_TIMEOUT_S, MAX_AGENT_STEPS, MAX_LLM_RESPONSE_BYTES
-from nodes.agent.base import Context, Job, ToolSpec
+from nodes.agent.base import Context, Job, ToolSpec, Turn
 from nodes.agent.errors import LLMError, ToolError, TooManySteps
 
 SYSTEM_PROMPT = (
@@ -94,6 +96,17 @@ class ChatCompletionsAgent:
                     messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
                 await context.progress(f"round {round_number}: {len(calls)} tool call(s)")
         raise TooManySteps(f"no answer after {MAX_AGENT_STEPS} rounds")
+
+    async def reply(self, conversation: Sequence[Turn]) -> str:
+        """Answer the last message of ``conversation`` (no tools in a chat turn)."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
+        messages += [{"role": turn.role, "content": turn.text} for turn in conversation]
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            message = await self._complete(client, messages, [])
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise LLMError("the model answered with no text")
+        return content
 
     async def _complete(
         self, client: httpx.AsyncClient, messages: list[dict[str, Any]], tools: list[Any]

@@ -1,6 +1,7 @@
 """The runtime's agent runner: one trio task per task in ``shared/tasks``.
 
-It watches ``shared/tasks`` (every change a device's envelope brings), starts
+An agent that can chat (``ChatAgent``) also answers ``shared/messages``, one
+at a time (``chat``). It watches ``shared/tasks`` (every change a device's envelope brings), starts
 the agent on each task without a finished record in ``agent/tasks``, oldest
 first and at most ``MAX_RUNNING_TASKS`` at once, and cancels one whose request is marked
 ``cancel``. At start it resumes every unfinished task (see ``journal``). It
@@ -23,8 +24,8 @@ from crdt_state.replica import Replica
 from crdt_state.schema import SHARED
 from mesh.engine import Accepted, MembershipChanged, Output
 from mesh.limits import MAX_RUNNING_TASKS
-from nodes.agent import journal
-from nodes.agent.base import Agent, Job
+from nodes.agent import chat, journal
+from nodes.agent.base import Agent, ChatAgent, Job
 from nodes.agent.errors import AgentError
 from nodes.agent.tools import Tool
 from nodes.driver import EngineDriver
@@ -77,8 +78,13 @@ class AgentRunner:
 
     async def run(self) -> None:
         """Work on tasks until cancelled."""
-        log.info("agent %s is working on tasks", self.agent.name)
+        talks = isinstance(self.agent, ChatAgent)
+        log.info(
+            "agent %s is working on tasks%s", self.agent.name, " and messages" if talks else ""
+        )
         async with trio.open_nursery() as nursery:
+            if isinstance(self.agent, ChatAgent):
+                nursery.start_soon(self._chat, self.agent)
             while True:
                 change = self._change
                 self._schedule(nursery)
@@ -138,6 +144,40 @@ class AgentRunner:
             del self._running[job.task_id]
             self._changed_now()  # a slot is free: schedule the next task
             self.driver.kick()
+
+    async def _chat(self, agent: ChatAgent) -> None:
+        """Answer every message without a reply, oldest id first, one at a time."""
+        messages = chat.messages(self.replica)
+        answered = chat.answered(self.replica)
+        pending = {m for m, v in messages.items() if chat.is_message(v)} - answered
+        wake = [trio.Event()]
+
+        def on_change(event: Any) -> None:
+            pending.update(str(key) for key in event.keys)
+            wake[0].set()
+
+        subscription = messages.observe(on_change)
+        try:
+            while True:
+                for message_id in sorted(pending - answered):
+                    pending.discard(message_id)
+                    if not chat.is_message(messages.get(message_id)):
+                        continue
+                    turns = chat.conversation(self.replica, message_id)
+                    try:
+                        text, failed = await agent.reply(turns), False
+                    except AgentError as exc:
+                        text, failed = f"(no answer: {exc})", True
+                    except Exception as exc:  # a plugin's bug must not stop the runtime
+                        log.exception("agent %s failed on message %s", agent.name, message_id)
+                        text, failed = f"(no answer: internal error {exc!r})", True
+                    chat.write_reply(self, message_id, text, error=failed)
+                    answered.add(message_id)
+                    self.driver.kick()
+                await wake[0].wait()
+                wake[0] = trio.Event()
+        finally:
+            messages.unobserve(subscription)
 
     async def _attempt(self, job: Job, context: journal.TaskContext) -> str | AgentError:
         try:

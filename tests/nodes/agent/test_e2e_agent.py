@@ -106,7 +106,11 @@ def test_the_builtin_agent_works_on_a_task_approved_from_the_phone(tmp_path: Pat
 
 async def test_the_llm_agent_against_a_local_chat_completions_stub(tmp_path: Path) -> None:
     model = StubModel(
-        [calls("remember", key="sky", value="blue"), says("I will remember the sky is blue.")]
+        [
+            says("Hello! What can I do?"),
+            calls("remember", key="sky", value="blue"),
+            says("I will remember the sky is blue."),
+        ]
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(model.serve)
@@ -114,6 +118,21 @@ async def test_the_llm_agent_against_a_local_chat_completions_stub(tmp_path: Pat
         _, ph_dir, runtime, phone = await trio.to_thread.run_sync(
             partial(start_mesh, tmp_path, *args)
         )
+        # A message first: the chat agent answers it with the conversation so far.
+        await trio.to_thread.run_sync(partial(run, "send", "hi there", "--data-dir", str(ph_dir)))
+
+        def conversation() -> list[tuple[str, str]]:
+            rows = _json("messages", "--data-dir", str(ph_dir))
+            return [(row["role"], row["text"]) for row in rows]
+
+        def answered() -> bool:
+            return len(conversation()) == 2
+
+        await trio.to_thread.run_sync(partial(wait_until, "the chat reply", answered))
+        assert await trio.to_thread.run_sync(conversation) == [
+            ("user", "hi there"),
+            ("assistant", "Hello! What can I do?"),
+        ]
         added = await trio.to_thread.run_sync(
             partial(run, "task", "add", "the sky is blue", "--data-dir", str(ph_dir))
         )
@@ -126,8 +145,9 @@ async def test_the_llm_agent_against_a_local_chat_completions_stub(tmp_path: Pat
         row = await trio.to_thread.run_sync(task_row, ph_dir, task_id)
         assert row["reply"] == "I will remember the sky is blue."
         assert row["agent"] == "llm"
-        assert [m["role"] for m in model.requests[1]["messages"]][-1] == "tool"
+        assert [m["role"] for m in model.requests[2]["messages"]][-1] == "tool"
         assert model.requests[0]["model"] == "stub-model"
+        assert "tools" not in model.requests[0]  # a chat turn has no tools
         assert await trio.to_thread.run_sync(phone.stop) == 0
         assert await trio.to_thread.run_sync(runtime.stop) == 0
         nursery.cancel_scope.cancel()

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from mesh.limits import MAX_AGENT_STEPS
-from nodes.agent.base import Job, ToolSpec
+from nodes.agent.base import Job, ToolSpec, Turn
 from nodes.agent.errors import ApprovalRefused, LLMError, TooManySteps
 from nodes.agent.llm import ChatCompletionsAgent
 from tests.nodes.agent.llm_stub import StubModel, calls, fails, says
@@ -120,3 +120,20 @@ async def test_a_malformed_tool_call_is_an_llm_error() -> None:
 async def test_an_empty_answer_is_an_llm_error() -> None:
     with pytest.raises(LLMError, match="neither text nor tool calls"):
         await run_agent(StubModel([says("")]), FakeContext())
+
+
+async def test_a_chat_reply_gets_the_conversation_and_no_tools() -> None:
+    model = StubModel([says("Fine, thanks.")])
+    conversation = [Turn("user", "hello"), Turn("assistant", "hi"), Turn("user", "how are you?")]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(model.serve)
+        agent = ChatCompletionsAgent(model.base_url, "stub-1")
+        assert await agent.reply(conversation) == "Fine, thanks."
+        nursery.cancel_scope.cancel()
+    [request] = model.requests
+    assert "tools" not in request
+    assert [(m["role"], m["content"]) for m in request["messages"][1:]] == [
+        ("user", "hello"),
+        ("assistant", "hi"),
+        ("user", "how are you?"),
+    ]

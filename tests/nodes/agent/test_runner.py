@@ -8,7 +8,7 @@ approvals resolver, as ``agentmesh runtime`` does. Time is trio's MockClock
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,10 @@ from mesh.limits import APPROVAL_TIMEOUT_MS
 from mesh.membership.records import APPROVE, READ, WRITE
 from mesh.transport.memory import memory_stream_pair
 from nodes import app, approvals, notifications
-from nodes.agent import journal
-from nodes.agent.base import Context, Job
+from nodes.agent import chat, journal
+from nodes.agent.base import Context, Job, Turn
 from nodes.agent.builtin import BuiltinAgent
+from nodes.agent.errors import LLMError
 from nodes.agent.runner import AgentRunner
 from nodes.agent.tools import Tool, builtin_tools
 from nodes.approvals_service import attach_resolver
@@ -312,3 +313,54 @@ async def test_at_most_max_running_tasks_run_at_once_and_all_finish(
         await until(lambda: all(s.reply(t) is not None for t in ids))
         assert gate.peak == 2
         assert [s.reply(t) for t in ids] == [f"done t{i}" for i in range(5)]
+
+
+class Parrot:
+    """A chat agent: repeats the last message; remembers every conversation it was given."""
+
+    name = "parrot"
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.conversations: list[list[Turn]] = []
+        self.fail_on = fail_on
+
+    async def run(self, job: Job, context: Context) -> str:
+        return "a task"
+
+    async def reply(self, conversation: Sequence[Turn]) -> str:
+        self.conversations.append(list(conversation))
+        if conversation[-1].text == self.fail_on:
+            raise LLMError("the endpoint is down")
+        return f"you said {conversation[-1].text}"
+
+
+def chat_rows(s: Scene) -> list[tuple[str, str]]:
+    return [(row["role"], row["text"]) for row in chat.view(s.phone.replica)]
+
+
+async def test_a_chat_agent_answers_each_message_in_order_with_the_conversation(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    parrot = Parrot(fail_on="boom")
+    async with scene(tmp_path, parrot) as s:
+        for number, text in enumerate(("hello", "boom", "again"), 1):
+            app.send_message(s.phone_driver.transact, s.phone.peer_id, text, s.now())
+            s.phone_driver.kick()
+            await until(lambda n=number: len(chat_rows(s)) == 2 * n)
+            await trio.sleep(1)  # MockClock: messages a second apart (same-ms ids are unordered)
+        assert chat_rows(s) == [
+            ("user", "hello"),
+            ("assistant", "you said hello"),
+            ("user", "boom"),
+            ("assistant", "(no answer: the endpoint is down)"),
+            ("user", "again"),
+            ("assistant", "you said again"),
+        ]
+        last = parrot.conversations[-1]
+        assert [t.role for t in last] == ["user", "assistant", "user", "assistant", "user"]
+        # A restarted runner answers nothing twice (a failed answer is an answer too).
+        s.runner_scope.cancel()
+        again = AgentRunner(s.runtime, parrot, s.runner.tools)
+        s.nursery.start_soon(again.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(parrot.conversations) == 3
