@@ -309,6 +309,16 @@ class Snapshotter:
         """Envelopes stored after the snapshot."""
         return self.replica.store.last_lid() - self.lid
 
+    def reload(self) -> None:
+        """Take the stored snapshot as ours (another process wrote it: forget our cache)."""
+        try:
+            header = self.replica.store.snapshot_rows([HEADER_DOC])
+        except StateError:
+            header = []
+        self.lid = header[0].lid if header else 0
+        self._written.clear()
+        self.writes += 1
+
     def due(self) -> bool:
         """Whether a busy node should refresh now.
 
@@ -374,6 +384,21 @@ class Snapshotter:
             zlib.compress(ydoc.get_update(), _ZLIB_LEVEL),
             zlib.compress(render_view(ydoc, name), _ZLIB_LEVEL),
         )
+
+
+def full_snapshot(replica: Replica, lid: int) -> list[SnapshotRow]:
+    """Every row of a snapshot of ``replica`` as of ``lid``, the header last.
+
+    For a replica that holds exactly the envelopes stored up to ``lid`` (a helper
+    process that loaded the store in one read view: ``nodes/snapshot_helper.py``).
+    Stage them in one transaction, as ``Snapshotter.write`` does.
+    """
+    writer = Snapshotter(replica)
+    vectors = replica.vectors()
+    rows = [writer._row(name, lid) for name in sorted(vectors)]
+    listed = [[name, lid] for name in sorted(vectors)]
+    header = SnapshotRow(HEADER_DOC, lid, cbor.encode([SNAPSHOT_VERSION, lid, listed]), b"", b"")
+    return [*rows, header]
 
 
 def refresh(replica: Replica) -> bool:

@@ -835,6 +835,17 @@ def sim(ctx: click.Context) -> None:
     sim_command.main(args=ctx.args, prog_name="agentmesh sim", standalone_mode=True)
 
 
+@cli.command("snapshot-refresh", hidden=True)
+@click.option("--store", "store_path", type=click.Path(exists=True, dir_okay=False), required=True)
+def snapshot_refresh(store_path: str) -> None:
+    """Internal: a running node's snapshot helper (nodes/snapshot_helper.py)."""
+    from pathlib import Path as _Path
+
+    from nodes.snapshot_helper import refresh_store
+
+    click.echo(refresh_store(_Path(store_path)))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -25,9 +25,11 @@ import json
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crdt_state.snapshot import Snapshotter
+from crdt_state.storage.sqlite import SqliteStore
 from mesh.limits import MAX_REFUSALS_KEPT, SNAPSHOT_IDLE_MS
 
 if TYPE_CHECKING:
@@ -141,6 +143,8 @@ class NodeTracker:
         self.snapshots = Snapshotter(self.replica)
         #: When this node last stored an envelope (driver clock, ms).
         self.last_accepted_ms = driver.clock()
+        #: Set while ``run`` runs: refreshes then go to a helper process (SQLite stores).
+        self._refresh_wanted: Any = None
         store = self.replica.store
         self.refusals: deque[dict[str, Any]] = deque(
             stored_refusals(store)[-MAX_REFUSALS_KEPT:], maxlen=MAX_REFUSALS_KEPT
@@ -162,8 +166,8 @@ class NodeTracker:
             return
         if isinstance(output, Accepted):
             self.last_accepted_ms = driver.clock()
-            if self.snapshots.due() and self.snapshots.write():
-                driver.kick()  # the next flush commits it
+            if self.snapshots.due():
+                self._refresh(driver)
         elif isinstance(output, Refused):
             owner = self.replica.owners.get(output.client)
             self.refusals.append(
@@ -183,15 +187,23 @@ class NodeTracker:
             driver.kick()
 
     async def run(self) -> None:
-        """Look at the sessions every PEER_POLL_S until cancelled; record them at the end."""
+        """Look at the sessions every PEER_POLL_S until cancelled; record them at the end.
+
+        While it runs, snapshot refreshes of a SQLite store go to a helper process.
+        """
         import trio
 
         try:
-            while True:
-                self.observe_peers()
-                self.refresh_if_idle()
-                await trio.sleep(PEER_POLL_S)
+            async with trio.open_nursery() as nursery:
+                if isinstance(self.replica.store, SqliteStore):
+                    self._refresh_wanted = trio.Event()
+                    nursery.start_soon(self._refresher, self.replica.store.path)
+                while True:
+                    self.observe_peers()
+                    self.refresh_if_idle()
+                    await trio.sleep(PEER_POLL_S)
         finally:  # the node is stopping: its close() commits what this stages
+            self._refresh_wanted = None
             self.observe_peers(stopping=True)
 
     def refresh_if_idle(self) -> None:
@@ -199,8 +211,35 @@ class NodeTracker:
         driver = self._driver()
         if driver is None or self.snapshots.behind() == 0:
             return
-        if driver.clock() - self.last_accepted_ms >= SNAPSHOT_IDLE_MS and self.snapshots.write():
+        if driver.clock() - self.last_accepted_ms >= SNAPSHOT_IDLE_MS:
+            self._refresh(driver)
+
+    def _refresh(self, driver: EngineDriver) -> None:
+        """Refresh the snapshot: by the helper process while ``run`` runs, else right here."""
+        if self._refresh_wanted is not None:
+            self._refresh_wanted.set()
+        elif self.snapshots.write():
             driver.kick()  # the next flush commits it
+
+    async def _refresher(self, path: Path) -> None:
+        import trio
+
+        from nodes.snapshot_helper import refresh_in_helper
+
+        while True:
+            wanted = self._refresh_wanted
+            if wanted is None:
+                return
+            await wanted.wait()
+            self._refresh_wanted = trio.Event()
+            if self.snapshots.behind() == 0:
+                continue
+            if await refresh_in_helper(path):
+                self.snapshots.reload()
+            else:
+                driver = self._driver()
+                if driver is not None and self.snapshots.write():
+                    driver.kick()
 
     def observe_peers(self, *, stopping: bool = False) -> None:
         """Update (and, when due, stage) every session's peer record."""

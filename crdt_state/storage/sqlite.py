@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from crdt_state.errors import CorruptStore, StorageError
@@ -245,6 +246,23 @@ class SqliteStore:
                 raise CorruptStore(f"{self.path}: snapshot row {doc!r} is corrupt (checksum)")
             rows.append(row)
         return rows
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One consistent view for every read inside (a read transaction; no writes).
+
+        With WAL, other connections keep writing meanwhile; they are not seen here.
+        """
+        if self._in_txn:
+            raise StorageError(f"{self.path}: a read view inside a write transaction")
+        try:
+            self._db.execute("BEGIN DEFERRED")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            yield
+        finally:
+            self._db.execute("ROLLBACK")
 
     def commit(self) -> None:
         if self._in_txn:
