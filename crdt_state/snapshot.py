@@ -7,6 +7,9 @@ keeps per chain), all as of one local envelope id ``lid``: every envelope up to
 ``lid`` is in the snapshot and none after it. Opening applies the snapshot and
 replays only the envelopes after ``lid``.
 
+A running node refreshes it through a helper process (``nodes/snapshot_helper.py``,
+``full_snapshot``), so the O(document) work never runs on its event loop.
+
 Rows (``Store.put_snapshot``): one per document, plus a header row (doc ``""``)
 naming the covered ``lid`` and the documents, each with the lid its row was
 written at. Rows are replaced only in the transaction that writes the header,

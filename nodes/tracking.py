@@ -2,10 +2,12 @@
 
 ``attach(driver)`` registers one output listener on a node's ``EngineDriver``:
 
-* it refreshes the local materialized snapshot (``crdt_state.snapshot``) right
-  after a flush when ``Snapshotter.due`` (``SNAPSHOT_EVERY_ENVELOPES`` stored
-  after it, more as the log grows), and once the node has stored nothing for
-  ``SNAPSHOT_IDLE_MS``, so an idle node's snapshot is current;
+* it refreshes the local materialized snapshot (``crdt_state.snapshot``) when
+  ``Snapshotter.due`` (``SNAPSHOT_EVERY_ENVELOPES`` stored after it, more as the
+  log grows), and once the node has stored nothing for ``SNAPSHOT_IDLE_MS``, so
+  an idle node's snapshot is current. While ``run`` runs, a helper process does
+  it (``nodes.snapshot_helper``: off the event loop); otherwise right after the
+  flush, in-process;
 * it keeps the newest ``MAX_REFUSALS_KEPT`` refused envelopes (memory and the
   store's metadata), since refusals are otherwise only frames on the wire;
 * ``run`` (a task next to the driver) looks at every session each
