@@ -10,7 +10,9 @@ materialized snapshot behind (crdt_state/snapshot.py).
 * ``raw_apply_s``: pycrdt alone applying the same 100,000 updates in-process to
   an empty document. ``show_ratio_vs_raw = show_s / raw_apply_s`` (target <= 1.0).
 * ``show_tail_*``: the same after ``SNAPSHOT_EVERY_ENVELOPES - 1`` more envelopes
-  were stored without a refresh (the most a running node leaves unsnapshotted).
+  were stored without a refresh (a busy running node's tail; past 4,000
+  envelopes its refreshes wait for a quarter of the log, ``Snapshotter.due``,
+  and an idle one's snapshot is current).
 * ``replay_s``: opening the store by replaying every envelope (no snapshot), for
   scale; ``snapshot_write_s``: writing the snapshot when the node closes.
 * ``help_startup_ratio``: ``python -m nodes --help`` over ``python -c pass``,
