@@ -80,10 +80,11 @@ def _thread(replica: Replica) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def conversation(replica: Replica, upto: str) -> list[Turn]:
-    """The last MAX_CHAT_TURNS turns up to and including message ``upto``, oldest first."""
+    """The last MAX_CHAT_TURNS turns up to and including ``upto``, oldest first (each
+    cut to MAX_AGENT_TEXT_BYTES)."""
     turns: list[Turn] = []
     for role, turn_id, value in _thread(replica):
-        turns.append(Turn(role, value["text"]))
+        turns.append(Turn(role, clip(value["text"])))  # a member may write any length
         if turn_id == upto:
             return turns[-MAX_CHAT_TURNS:]
     return []

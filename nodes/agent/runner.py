@@ -28,6 +28,7 @@ from nodes.agent import chat, journal
 from nodes.agent.base import Agent, ChatAgent, Job
 from nodes.agent.errors import AgentError
 from nodes.agent.tools import Tool
+from nodes.app import MAX_TEXT_BYTES
 from nodes.driver import EngineDriver
 
 log = logging.getLogger("agentmesh.agent")
@@ -107,6 +108,10 @@ class AgentRunner:
                 continue
             # At most MAX_RUNNING_TASKS at once; the rest start when one ends (its final
             # record is a local write, which wakes this loop). Nothing queues in memory.
+            if scope is None and len(request["text"].encode()) > MAX_TEXT_BYTES:
+                error = f"the task's text is longer than {MAX_TEXT_BYTES} bytes"
+                self._finish(task_id, done, journal.FAILED, error=error)
+                continue
             if scope is None and len(self._running) < MAX_RUNNING_TASKS:
                 job = Job(task_id, request["text"], str(request.get("author", "")))
                 self._running[task_id] = trio.CancelScope()

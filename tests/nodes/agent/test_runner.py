@@ -364,3 +364,22 @@ async def test_a_chat_agent_answers_each_message_in_order_with_the_conversation(
         s.nursery.start_soon(again.run)
         await trio.testing.wait_all_tasks_blocked()
         assert len(parrot.conversations) == 3
+
+
+async def test_malformed_task_requests_from_a_member_are_skipped_or_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with scene(tmp_path) as s:
+        # A member writing shared/tasks directly, around `agentmesh task add`'s checks.
+        with s.phone_driver.transact(SHARED) as ydoc:
+            tasks = ydoc.get("tasks", type=Map)
+            tasks["not-a-dict"] = "hello"
+            tasks["no-text"] = {"id": "no-text", "text": 42}
+            tasks["huge"] = {"id": "huge", "text": "x" * (app.MAX_TEXT_BYTES + 1)}
+        fine = s.add_task("hello after them")
+        s.phone_driver.kick()
+        await until(lambda: s.reply(fine) is not None)
+        await until(lambda: (s.task("huge") or {}).get("state") == journal.FAILED)
+        huge = s.task("huge")
+        assert huge is not None and "longer than" in huge["error"]
+        assert s.task("not-a-dict") is None and s.task("no-text") is None
