@@ -18,11 +18,19 @@ from nodes.errors import NodeError
 
 Transact = Callable[[str], AbstractContextManager[Doc[Any]]]
 MAX_TEXT_BYTES = 16 * 1024
+#: Longest id the agent acts on (ours are 30 bytes: ``new_id``). Records the agent writes
+#: repeat the id, so an unbounded one could make them too large to write.
+MAX_ID_BYTES = 64
 
 
 def new_id(now_ms: int) -> str:
     """A sortable, unique id: milliseconds then 64 random bits."""
     return f"{now_ms:013d}-{os.urandom(8).hex()}"
+
+
+def acceptable_id(key: str) -> bool:
+    """Whether the agent acts on a record with this id (not empty, at most MAX_ID_BYTES)."""
+    return 0 < len(key.encode()) <= MAX_ID_BYTES
 
 
 def _check_text(text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ else:
     from trio import TaskStatus
 from nodes.errors import ControlError, NodeError
 
+log = logging.getLogger("agentmesh.control")
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 #: Longer than a dial (an admin device's node forwards requests to the runtime).
 REQUEST_TIMEOUT_S = DIAL_TIMEOUT_MS / 1000 + 5.0
@@ -72,6 +74,9 @@ async def serve_control(
                     reply = {"ok": False, "error": str(exc)}
                 except ValueError as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
+                except Exception as exc:  # a bug or bad replicated data: one failed request
+                    log.exception("control request %r failed", request.get("op"))
+                    reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
 
     try:

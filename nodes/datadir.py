@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,15 +109,19 @@ class DataDir:
                     raise DataDirLocked(
                         f"{self.path} is in use by another agentmesh process (pid {pid})"
                     ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {NODE if node else COMMAND}\n".encode(), 0)
+            holder = f"{os.getpid()} {NODE if node else COMMAND}\n".encode()
+            os.pwrite(fd, holder, 0)  # then truncate: a reader never sees it empty
+            os.ftruncate(fd, len(holder))
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
     def node_starting(self) -> bool:
-        """Whether a node holds the directory but has not opened its control socket yet."""
-        if self.control_socket.exists() or not self.lock_file.exists():
+        """Whether a node holds the directory but its control socket does not answer yet."""
+        return self._held_by_node() and not _answers(self.control_socket)
+
+    def _held_by_node(self) -> bool:
+        if not self.lock_file.exists():
             return False
         fd = os.open(self.lock_file, os.O_RDONLY)
         try:
@@ -129,13 +134,26 @@ class DataDir:
             os.close(fd)
 
     def wait_for_node(self) -> bool:
-        """If a node is starting here, wait (up to DATA_DIR_LOCK_WAIT_S) for its socket."""
+        """If a node is starting here, wait (up to DATA_DIR_LOCK_WAIT_S) until its control
+        socket answers; whether it does. A stale socket file of a dead node is ignored."""
         deadline = time.monotonic() + DATA_DIR_LOCK_WAIT_S
-        while self.node_starting():
+        while self._held_by_node():
+            if _answers(self.control_socket):
+                return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(_LOCK_POLL_S)
-        return self.control_socket.exists()
+        return False
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _holder(fd: int) -> tuple[str, str]:

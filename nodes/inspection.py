@@ -86,7 +86,10 @@ def iso(ms: int | None) -> str | None:
     """ISO 8601 in UTC, to the millisecond."""
     if ms is None:
         return None
-    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):  # a replicated value out of range
+        return str(ms)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

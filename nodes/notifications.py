@@ -14,6 +14,7 @@ or libp2p here.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Map
@@ -96,13 +97,19 @@ def view(replica: Replica, *, include_dismissed: bool = False) -> list[dict[str,
             {
                 "id": notification_id,
                 "text": str(value.get("text", "")),
-                "ts": value.get("ts"),
+                "ts": _int(value.get("ts")),
                 "task": value.get("task"),
                 "dismissed": bool(by),
                 "dismissed_by": by,
             }
         )
     return rows
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)
 
 
 def _notifications(replica: Replica) -> Map[Any]:

@@ -55,10 +55,14 @@ def refresh_store(path: Path) -> int:
 async def refresh_in_helper(path: Path) -> bool:
     """In the node: run the helper on the store at ``path``; whether it succeeded."""
     command = [sys.executable, "-m", "nodes", "snapshot-refresh", "--store", str(path)]
-    with trio.move_on_after(HELPER_TIMEOUT_S) as scope:
-        done = await trio.run_process(
-            command, capture_stdout=True, capture_stderr=True, check=False
-        )
+    try:
+        with trio.move_on_after(HELPER_TIMEOUT_S) as scope:
+            done = await trio.run_process(
+                command, capture_stdout=True, capture_stderr=True, check=False
+            )
+    except OSError as exc:  # cannot start it (no executable, out of descriptors, ...)
+        log.warning("snapshot helper did not start (%s); refreshing in-process", exc)
+        return False
     if scope.cancelled_caught:
         log.warning("snapshot helper took over %.0f s; refreshing in-process", HELPER_TIMEOUT_S)
         return False

@@ -236,9 +236,11 @@ class NodeTracker:
             self._refresh_wanted = trio.Event()
             if self.snapshots.behind() == 0:
                 continue
-            if await refresh_in_helper(path):
-                self.snapshots.reload()
-            else:
+            ok = await refresh_in_helper(path)
+            # Even a "failed" helper may have committed (killed or timed out after it):
+            # never write over its rows from a cache it made stale.
+            self.snapshots.reload()
+            if not ok:
                 driver = self._driver()
                 if driver is not None and self.snapshots.write():
                     driver.kick()

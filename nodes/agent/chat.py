@@ -8,6 +8,7 @@ failure as the reply (``"error": true``), so a broken endpoint never loops.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Map
@@ -25,7 +26,9 @@ MESSAGES_ROOT = "messages"
 
 def _ts(value: Any) -> float:
     ts = value.get("ts") if isinstance(value, dict) else None
-    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0.0
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return 0.0
+    return float(ts)
 
 
 def messages(replica: Replica) -> Map[Any]:

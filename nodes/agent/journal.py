@@ -75,6 +75,23 @@ def args_digest(args: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: Longest text shown for one argument in an approval request (the hash covers it all).
+_SHOWN_CHARS = 300
+
+
+def describe(args: Mapping[str, Any]) -> str:
+    """A call's arguments for an approver: each in full if short, else its start, size
+    and SHA-256 (``args_sha256`` binds the approval to the exact arguments)."""
+    shown: dict[str, Any] = {}
+    for key, value in sorted(args.items()):
+        shown[key] = value
+        if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+            data = value.encode()
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            shown[key] = f"{value[:_SHOWN_CHARS]}... ({len(data)} bytes, sha256 {digest}...)"
+    return clip(json.dumps(shown, ensure_ascii=False))
+
+
 def record(replica: Replica, task_id: str) -> dict[str, Any] | None:
     """The task's record as this replica holds it."""
     value = _tasks(replica).get(task_id)
@@ -175,7 +192,7 @@ class TaskContext:
         approval_id = earlier.get("approval") if earlier is not None else None
         current = approvals.approval(desk.replica, approval_id) if approval_id else None
         if current is None:
-            details = json.dumps(args, sort_keys=True, ensure_ascii=False)
+            details = describe(args)
             approval_id = approvals.request_approval(
                 desk.transact,
                 step["tool"],
@@ -206,6 +223,9 @@ class TaskContext:
         approvals.mark_used(desk.transact, desk.replica, approval_id, desk.now())
         self._save()
         await desk.durable()  # the nonce is spent on disk before the action runs
+        spent = approvals.approval(desk.replica, approval_id)
+        if spent is None or spent.get("used_ts") is None:  # never run an unspent approval
+            raise ToolError(f"{step['tool']}: its approval could not be marked used")
         return approval_id
 
     async def _verdict(self, approval_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+import trio
 
 from mesh.limits import LLM_REQUEST_TIMEOUT_S, MAX_AGENT_STEPS, MAX_LLM_RESPONSE_BYTES
 from nodes.agent.base import Context, Job, ToolSpec, Turn
@@ -116,14 +117,16 @@ class ChatCompletionsAgent:
             body["tools"] = tools
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            async with client.stream("POST", self.url, json=body, headers=headers) as response:
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > MAX_LLM_RESPONSE_BYTES:
-                        raise LLMError(f"response larger than {MAX_LLM_RESPONSE_BYTES} bytes")
-                status = response.status_code
-        except httpx.TimeoutException as exc:
+            # httpx's timeout bounds each read; this bounds the whole response.
+            with trio.fail_after(self.timeout_s):
+                async with client.stream("POST", self.url, json=body, headers=headers) as response:
+                    data = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > MAX_LLM_RESPONSE_BYTES:
+                            raise LLMError(f"response larger than {MAX_LLM_RESPONSE_BYTES} bytes")
+                    status = response.status_code
+        except (httpx.TimeoutException, trio.TooSlowError) as exc:
             raise LLMError(f"{self.url}: no response within {self.timeout_s:g} s") from exc
         except httpx.HTTPError as exc:
             raise LLMError(f"{self.url}: {type(exc).__name__}: {exc}") from exc

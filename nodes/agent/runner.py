@@ -28,7 +28,7 @@ from nodes.agent import chat, journal
 from nodes.agent.base import Agent, ChatAgent, Job
 from nodes.agent.errors import AgentError
 from nodes.agent.tools import Tool
-from nodes.app import MAX_TEXT_BYTES
+from nodes.app import MAX_TEXT_BYTES, acceptable_id
 from nodes.driver import EngineDriver
 
 log = logging.getLogger("agentmesh.agent")
@@ -96,6 +96,8 @@ class AgentRunner:
         for task_id, request in sorted(requests.items()):
             if not isinstance(request, dict) or not isinstance(request.get("text"), str):
                 continue
+            if not acceptable_id(task_id):
+                continue  # its record would repeat the id: too large to write
             done = journal.record(self.replica, task_id)
             if done is not None and done.get("state") in journal.TERMINAL:
                 continue
@@ -119,7 +121,8 @@ class AgentRunner:
 
     def _finish(self, task_id: str, value: dict[str, Any] | None, state: str, **extra: Any) -> None:
         value = value if value is not None else self._fresh(task_id)
-        value.update(state=state, **extra)
+        clipped = {k: journal.clip(v) if isinstance(v, str) else v for k, v in extra.items()}
+        value.update(state=state, **clipped)
         journal.write_record(self, value)
         self.finished += 1
         log.info("task %s %s", task_id, state)
@@ -166,11 +169,14 @@ class AgentRunner:
             while True:
                 for message_id in sorted(pending - answered):
                     pending.discard(message_id)
-                    if not chat.is_message(messages.get(message_id)):
+                    value = messages.get(message_id)
+                    if not acceptable_id(message_id) or not chat.is_message(value):
                         continue
                     turns = chat.conversation(self.replica, message_id)
                     try:
                         text, failed = await agent.reply(turns), False
+                        if not isinstance(text, str):
+                            raise AgentError(f"answered {type(text).__name__}, not text")
                     except AgentError as exc:
                         text, failed = f"(no answer: {exc})", True
                     except Exception as exc:  # a plugin's bug must not stop the runtime
@@ -186,9 +192,12 @@ class AgentRunner:
 
     async def _attempt(self, job: Job, context: journal.TaskContext) -> str | AgentError:
         try:
-            return await self.agent.run(job, context)
+            reply = await self.agent.run(job, context)
         except AgentError as exc:
             return exc
         except Exception as exc:  # a plugin's bug must not stop the runtime
             log.exception("agent %s failed on task %s", self.agent.name, job.task_id)
             return AgentError(f"internal error in agent {self.agent.name}: {exc!r}")
+        if not isinstance(reply, str):
+            return AgentError(f"agent {self.agent.name} answered {type(reply).__name__}, not text")
+        return reply

@@ -82,11 +82,14 @@ def builtin_tools(
         content = text_arg(args, "content", limit=MAX_WORKSPACE_FILE_BYTES)
         if not _FILE_NAME.fullmatch(name):
             raise ToolError(f"{name!r} is not a plain file name (letters, digits, . _ -)")
-        workspace.mkdir(mode=0o700, exist_ok=True)
         path = workspace / name
         temporary = path.with_name(f".{name}.tmp")
-        temporary.write_text(content, encoding="utf-8")
-        temporary.replace(path)
+        try:
+            workspace.mkdir(mode=0o700, exist_ok=True)
+            temporary.write_text(content, encoding="utf-8")
+            temporary.replace(path)
+        except OSError as exc:
+            raise ToolError(f"cannot write {name}: {exc.strerror or exc}") from exc
         return f"wrote {len(content.encode())} bytes to {name}"
 
     tools = [

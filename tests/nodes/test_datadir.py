@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -72,13 +73,18 @@ def test_a_command_is_refused_at_once(tmp_path: Path, fake_time: FakeTime) -> No
     assert fake_time.sleeps == 0
 
 
-def test_a_node_is_starting_while_it_holds_the_lock_without_a_socket(tmp_path: Path) -> None:
+def test_a_node_is_starting_until_its_socket_answers(tmp_path: Path) -> None:
     d = DataDir(tmp_path)
     assert not d.node_starting()  # nobody there
     with d.locked():
         assert not d.node_starting()  # a command, not a node
     with d.locked(node=True):
         assert d.node_starting()
-        d.control_socket.touch()  # its control socket is up: not starting any more
-        assert not d.node_starting()
-        assert d.wait_for_node()
+        d.control_socket.touch()  # a stale socket file (a crashed node's) does not count
+        assert d.node_starting()
+        d.control_socket.unlink()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+            listening.bind(str(d.control_socket))
+            listening.listen(1)
+            assert not d.node_starting()  # its control socket answers
+            assert d.wait_for_node()

@@ -120,3 +120,11 @@ async def test_a_running_tracker_refreshes_through_the_helper(tmp_path: Path) ->
     assert wrote_in_process == []  # the helper did it, not the node's own loop
     snapshot = read_snapshot(store)
     assert snapshot is not None and snapshot.lid == store.last_lid()
+
+
+async def test_a_helper_that_cannot_start_is_a_failure_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mesh, _phone, _laptop, path = sqlite_mesh(tmp_path)
+    monkeypatch.setattr(helper.sys, "executable", str(tmp_path / "no-such-python"))
+    assert await helper.refresh_in_helper(path) is False

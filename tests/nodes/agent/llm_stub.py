@@ -45,6 +45,8 @@ class StubModel:
     script: list[Step]
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
+    #: Wait this long (trio time) before answering: a slow endpoint.
+    delay_s: float = 0.0
 
     @property
     def base_url(self) -> str:
@@ -75,6 +77,8 @@ class StubModel:
                         elif isinstance(event, h11.Data):
                             body += event.data
                     status, payload = self._answer(target, bytes(body))
+                    if self.delay_s:
+                        await trio.sleep(self.delay_s)
                     out = json.dumps(payload).encode()
                     headers = [
                         ("content-type", "application/json"),

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from mesh.limits import MAX_AGENT_STEPS
 from nodes.agent.base import Job, ToolSpec, Turn
@@ -137,3 +138,22 @@ async def test_a_chat_reply_gets_the_conversation_and_no_tools() -> None:
         ("assistant", "hi"),
         ("user", "how are you?"),
     ]
+
+
+async def test_an_endpoint_that_never_finishes_answering_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def slow(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"role": "assistant", "content": "late"}
+
+    model = StubModel([slow], delay_s=3600.0)  # MockClock: no real waiting
+    outcome: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(model.serve)
+        agent = ChatCompletionsAgent(model.base_url, "stub-1", timeout_s=5.0)
+        try:
+            await agent.run(JOB, FakeContext())
+        except LLMError as exc:
+            outcome = exc
+        nursery.cancel_scope.cancel()
+    assert outcome is not None and "no response within 5 s" in str(outcome)

@@ -8,6 +8,7 @@ approvals resolver, as ``agentmesh runtime`` does. Time is trio's MockClock
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from mesh.limits import APPROVAL_TIMEOUT_MS
 from mesh.membership.records import APPROVE, READ, WRITE
 from mesh.transport.memory import memory_stream_pair
 from nodes import app, approvals, notifications
-from nodes.agent import chat, journal
+from nodes.agent import chat, journal, views
 from nodes.agent.base import Context, Job, Turn
 from nodes.agent.builtin import BuiltinAgent
 from nodes.agent.errors import LLMError
@@ -376,6 +377,8 @@ async def test_malformed_task_requests_from_a_member_are_skipped_or_refused(
             tasks["not-a-dict"] = "hello"
             tasks["no-text"] = {"id": "no-text", "text": 42}
             tasks["huge"] = {"id": "huge", "text": "x" * (app.MAX_TEXT_BYTES + 1)}
+            tasks["k" * (app.MAX_ID_BYTES + 1)] = {"text": "an id too long to repeat"}
+            tasks["bad-ts"] = {"id": "bad-ts", "text": "", "ts": float("inf")}
         fine = s.add_task("hello after them")
         s.phone_driver.kick()
         await until(lambda: s.reply(fine) is not None)
@@ -383,3 +386,31 @@ async def test_malformed_task_requests_from_a_member_are_skipped_or_refused(
         huge = s.task("huge")
         assert huge is not None and "longer than" in huge["error"]
         assert s.task("not-a-dict") is None and s.task("no-text") is None
+        assert s.task("k" * (app.MAX_ID_BYTES + 1)) is None
+        rows = {row["id"]: row for row in views.tasks(s.phone.replica)}  # listing never raises
+        assert rows["bad-ts"]["requested_ts"] is None
+
+
+class Mute:
+    name = "mute"
+
+    async def run(self, job: Job, context: Context) -> Any:
+        return 42
+
+
+async def test_a_plugin_answering_something_else_than_text_fails_its_task(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with scene(tmp_path, Mute()) as s:
+        task_id = s.add_task("anything")
+        await until(lambda: (s.task(task_id) or {}).get("state") == journal.FAILED)
+        value = s.task(task_id)
+        assert value is not None and "answered int, not text" in value["error"]
+
+
+def test_an_approver_sees_long_arguments_summarised_and_bound_by_their_hash() -> None:
+    content = "line\n" * 10_000
+    shown = json.loads(journal.describe({"name": "big.txt", "content": content}))
+    assert shown["name"] == "big.txt"
+    assert "(50000 bytes, sha256 " in shown["content"]
+    assert len(shown["content"]) < 400
