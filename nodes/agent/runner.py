@@ -44,7 +44,11 @@ class AgentRunner:
         self.tools = dict(tools)
         self._running: dict[str, trio.CancelScope] = {}
         self._change = trio.Event()
-        self._flushes_seen = 0
+        #: Task ids that may need work: all at start, then those a change touched, and
+        #: those waiting for a free slot. Keeps a pass O(changes), not O(tasks).
+        self._open: set[str] = set()
+        self._watched: Any = None
+        self._subscription: Any = None
         self.finished = 0
         driver.listeners.append(self._on_output)
 
@@ -91,9 +95,24 @@ class AgentRunner:
                 self._schedule(nursery)
                 await change.wait()
 
+    def _requests(self) -> Map[Any]:
+        """``shared/tasks``, watched: a changed key is reopened (a new request, a cancel)."""
+        ydoc = self.replica.doc(SHARED)
+        requests: Map[Any] = ydoc.get(journal.TASKS_ROOT, type=Map)
+        if ydoc is not self._watched:  # first time, or the replica rebuilt the document
+            self._watched = ydoc
+            self._subscription = requests.observe(self._on_requests)  # kept, or it is dropped
+            self._open = {str(task_id) for task_id in requests.keys()}  # noqa: SIM118
+        return requests
+
+    def _on_requests(self, event: Any) -> None:
+        self._open.update(str(key) for key in event.keys)
+
     def _schedule(self, nursery: trio.Nursery) -> None:
-        requests: Map[Any] = self.replica.doc(SHARED).get(journal.TASKS_ROOT, type=Map)
-        for task_id, request in sorted(requests.items()):
+        requests = self._requests()
+        for task_id in sorted(self._open):
+            self._open.discard(task_id)
+            request = requests.get(task_id)
             if not isinstance(request, dict) or not isinstance(request.get("text"), str):
                 continue
             if not acceptable_id(task_id):
@@ -108,16 +127,20 @@ class AgentRunner:
                 else:
                     self._finish(task_id, done, journal.CANCELLED)
                 continue
-            # At most MAX_RUNNING_TASKS at once; the rest start when one ends (its final
-            # record is a local write, which wakes this loop). Nothing queues in memory.
             if scope is None and len(request["text"].encode()) > MAX_TEXT_BYTES:
                 error = f"the task's text is longer than {MAX_TEXT_BYTES} bytes"
                 self._finish(task_id, done, journal.FAILED, error=error)
                 continue
-            if scope is None and len(self._running) < MAX_RUNNING_TASKS:
+            if scope is not None:
+                continue
+            # At most MAX_RUNNING_TASKS at once; the rest wait (in ``_open``, not as trio
+            # tasks) and start when one ends.
+            if len(self._running) < MAX_RUNNING_TASKS:
                 job = Job(task_id, request["text"], str(request.get("author", "")))
                 self._running[task_id] = trio.CancelScope()
                 nursery.start_soon(self._work, job)
+            else:
+                self._open.add(task_id)
 
     def _finish(self, task_id: str, value: dict[str, Any] | None, state: str, **extra: Any) -> None:
         value = value if value is not None else self._fresh(task_id)

@@ -414,3 +414,23 @@ def test_an_approver_sees_long_arguments_summarised_and_bound_by_their_hash() ->
     assert shown["name"] == "big.txt"
     assert "(50000 bytes, sha256 " in shown["content"]
     assert len(shown["content"]) < 400
+
+
+async def test_a_pass_looks_only_at_the_tasks_a_change_touched(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with scene(tmp_path) as s:
+        old = [s.add_task(f"old {i}") for i in range(20)]
+        await until(lambda: all(s.reply(t) is not None for t in old))
+        looked: list[str] = []
+        real = journal.record
+
+        def counting(replica: Any, task_id: str) -> Any:
+            looked.append(task_id)
+            return real(replica, task_id)
+
+        monkeypatch.setattr(journal, "record", counting)
+        new = s.add_task("new")
+        await until(lambda: s.reply(new) is not None)
+        assert new in looked
+        assert not set(looked) & set(old)  # finished tasks are not read again
