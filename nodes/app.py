@@ -6,6 +6,7 @@ factory) so that a running node and a direct store open share one code path.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -26,6 +27,13 @@ MAX_ID_BYTES = 64
 def new_id(now_ms: int) -> str:
     """A sortable, unique id: milliseconds then 64 random bits."""
     return f"{now_ms:013d}-{os.urandom(8).hex()}"
+
+
+def finite_int(value: Any) -> int | None:
+    """A replicated number as an int; None for anything else (bool, NaN, infinities)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)
 
 
 def acceptable_id(key: str) -> bool:

@@ -35,7 +35,7 @@ from pycrdt import Map
 from crdt_state.schema import AGENT, DEVICE_PREFIX, device_doc
 from mesh.identity import peer_id_of, public_key_of_peer_id
 from mesh.membership.records import APPROVE, RUNTIME
-from nodes.app import MAX_TEXT_BYTES, Transact, new_id
+from nodes.app import MAX_TEXT_BYTES, Transact, finite_int, new_id
 from nodes.errors import NodeError, NotFound
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def request_approval(
 
 def deadline(value: dict[str, Any]) -> int | None:
     """When a request expires (runtime clock, ms), if it does."""
-    return _int(value.get("expires_ts"))
+    return finite_int(value.get("expires_ts"))
 
 
 def expired(value: dict[str, Any], now_ms: int) -> bool:
@@ -295,12 +295,12 @@ def view(replica: Replica) -> list[dict[str, Any]]:
             "id": approval_id,
             "action": str(value.get("action", "")),
             "details": str(value.get("details", "")),
-            "ts": _int(value.get("ts")),
+            "ts": finite_int(value.get("ts")),
             "state": str(value.get("state", "")),
             "decided_by": value.get("decided_by"),
-            "decided_ts": _int(value.get("decided_ts")),
-            "expires_ts": _int(value.get("expires_ts")),
-            "used_ts": _int(value.get("used_ts")),
+            "decided_ts": finite_int(value.get("decided_ts")),
+            "expires_ts": finite_int(value.get("expires_ts")),
+            "used_ts": finite_int(value.get("used_ts")),
             "args_sha256": value.get("args_sha256"),
             "approved_in_time": value.get("approved_in_time") or [],
             "decisions": [d.to_json() for d in found],
@@ -380,12 +380,6 @@ def resolve(replica: Replica, transact: Transact, now_ms: int) -> list[str]:
 
 
 # --- reading the replica ----------------------------------------------------------------------
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return int(value)
 
 
 def _approvals_map(replica: Replica) -> Map[Any]:

@@ -142,40 +142,49 @@ cli.add_command(
 )
 
 
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.pass_context
-def approvals(ctx: click.Context) -> None:  # the group itself: nodes/cli_approvals.py
-    """List approvals; request (runtime), approve or deny one."""
-    from nodes.cli_approvals import approvals as group
+class _Elsewhere(click.Command):
+    """A command that lives in another module, imported only when it runs.
 
-    group.main(args=ctx.args, prog_name="agentmesh approvals", standalone_mode=True)
+    ``agentmesh --help`` lists it from ``help_text``; its own ``--help``, options and
+    errors are the target's (``module:attribute``, a click command or group).
+    """
+
+    def __init__(self, name: str, target: str, help_text: str, prog: str) -> None:
+        super().__init__(
+            name,
+            help=help_text,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+            add_help_option=False,
+        )
+        self._target = target
+        self._prog = prog
+
+    def invoke(self, ctx: click.Context) -> None:
+        import importlib
+
+        module, attribute = self._target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        command.main(args=ctx.args, prog_name=self._prog, standalone_mode=True)
 
 
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.pass_context
-def messages(ctx: click.Context) -> None:  # the command itself: nodes/cli_agent.py
-    """The conversation with the agent: messages and its replies."""
-    from nodes.cli_agent import messages as command
-
-    command.main(args=ctx.args, prog_name="agentmesh messages", standalone_mode=True)
-
-
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.pass_context
-def notifications(ctx: click.Context) -> None:  # the group itself: nodes/cli_agent.py
-    """List the agent's notifications; dismiss one (on every device)."""
-    from nodes.cli_agent import notifications_group as group
-
-    group.main(args=ctx.args, prog_name="agentmesh notifications", standalone_mode=True)
+for _name, _target, _help in (
+    (
+        "approvals",
+        "nodes.cli_approvals:approvals",
+        "List approvals; request (runtime), approve or deny one.",
+    ),
+    (
+        "messages",
+        "nodes.cli_agent:messages",
+        "The conversation with the agent: messages and its replies.",
+    ),
+    (
+        "notifications",
+        "nodes.cli_agent:notifications_group",
+        "List the agent's notifications; dismiss one (on every device).",
+    ),
+):
+    cli.add_command(_Elsewhere(_name, _target, _help, f"agentmesh {_name}"))
 
 
 # --- runtime -------------------------------------------------------------------------
@@ -791,26 +800,22 @@ def task_cancel(data_dir: Path | None, task_id: str) -> None:
     click.echo(f"cancel requested for {task_id}")
 
 
-class _TaskView(click.Command):
-    """``task list`` / ``task show``, defined in nodes/cli_agent.py (imported when run)."""
-
-    def __init__(self, name: str, help_text: str) -> None:
-        super().__init__(
-            name,
-            help=help_text,
-            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-            add_help_option=False,
-        )
-
-    def invoke(self, ctx: click.Context) -> None:
-        from nodes import cli_agent
-
-        command = cli_agent.task_list if self.name == "list" else cli_agent.task_show
-        command.main(args=ctx.args, prog_name=f"agentmesh task {self.name}", standalone_mode=True)
-
-
-task.add_command(_TaskView("list", "List tasks: state, and the agent's reply once it has one."))
-task.add_command(_TaskView("show", "Show one task: progress, tool calls, reply."))
+task.add_command(
+    _Elsewhere(
+        "list",
+        "nodes.cli_agent:task_list",
+        "List tasks: state, and the agent's reply once it has one.",
+        "agentmesh task list",
+    )
+)
+task.add_command(
+    _Elsewhere(
+        "show",
+        "nodes.cli_agent:task_show",
+        "Show one task: progress, tool calls, reply.",
+        "agentmesh task show",
+    )
+)
 
 
 @cli.command()

@@ -14,7 +14,6 @@ or libp2p here.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Map
@@ -22,7 +21,7 @@ from pycrdt import Map
 from crdt_state.schema import AGENT, DEVICE_PREFIX, device_doc
 from mesh.identity import peer_id_of, public_key_of_peer_id
 from mesh.limits import MAX_AGENT_TEXT_BYTES
-from nodes.app import Transact, new_id
+from nodes.app import Transact, finite_int, new_id
 from nodes.errors import NodeError, NotFound
 
 if TYPE_CHECKING:
@@ -97,19 +96,13 @@ def view(replica: Replica, *, include_dismissed: bool = False) -> list[dict[str,
             {
                 "id": notification_id,
                 "text": str(value.get("text", "")),
-                "ts": _int(value.get("ts")),
+                "ts": finite_int(value.get("ts")),
                 "task": value.get("task"),
                 "dismissed": bool(by),
                 "dismissed_by": by,
             }
         )
     return rows
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return int(value)
 
 
 def _notifications(replica: Replica) -> Map[Any]:

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from pycrdt import Map
 
 from crdt_state.schema import AGENT, SHARED
 from nodes.agent import journal
+from nodes.app import finite_int
 
 if TYPE_CHECKING:
     from crdt_state.replica import Replica
 
 #: A request the agent has not picked up yet (or whose record has not synced here).
 REQUESTED = "requested"
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return int(value)
 
 
 def tasks(replica: Replica) -> list[dict[str, Any]]:
@@ -40,12 +34,12 @@ def tasks(replica: Replica) -> list[dict[str, Any]]:
                 "id": task_id,
                 "text": str(request.get("text", "")),
                 "author": request.get("author"),
-                "requested_ts": _int(request.get("ts")),
+                "requested_ts": finite_int(request.get("ts")),
                 "cancel": request.get("cancel") is True,
                 "state": str(value.get("state", REQUESTED)),
                 "agent": value.get("agent"),
                 "progress": value.get("progress"),
-                "updated_ts": _int(value.get("ts")),
+                "updated_ts": finite_int(value.get("ts")),
                 "reply": str(reply["text"]) if isinstance(reply, dict) else None,
                 "error": value.get("error"),
                 "steps": [
