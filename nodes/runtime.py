@@ -55,6 +55,7 @@ class RuntimeReady:
     #: The running engine's driver and the listener's guard (for in-process callers and tests).
     driver: EngineDriver | None = field(default=None, compare=False, repr=False)
     guard: InboundGuard | None = field(default=None, compare=False, repr=False)
+    tracker: tracking.NodeTracker | None = field(default=None, compare=False, repr=False)
 
 
 class MembershipGate(INotifee):
@@ -192,7 +193,8 @@ async def serve_runtime(
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(driver.run)
-                    nursery.start_soon(tracking.attach(driver).run)
+                    tracker = tracking.attach(driver)
+                    nursery.start_soon(tracker.run)
                     nursery.start_soon(dropper)
                     # The root renews everyone; without it (moved offline), the runtime
                     # renews the devices it may certify itself.
@@ -221,6 +223,7 @@ async def serve_runtime(
                             node.replica.mesh_id.hex(),
                             driver=driver,
                             guard=guard,
+                            tracker=tracker,
                         )
                     )
                     await trio.sleep_forever()

@@ -147,6 +147,8 @@ class NodeTracker:
         self.last_accepted_ms = driver.clock()
         #: Set while ``run`` runs: refreshes then go to a helper process (SQLite stores).
         self._refresh_wanted: Any = None
+        self._helper_lock: Any = None  # a trio.Lock while ``run`` runs: one helper at a time
+        self._store_path: Path | None = None
         store = self.replica.store
         self.refusals: deque[dict[str, Any]] = deque(
             stored_refusals(store)[-MAX_REFUSALS_KEPT:], maxlen=MAX_REFUSALS_KEPT
@@ -199,7 +201,9 @@ class NodeTracker:
             async with trio.open_nursery() as nursery:
                 if isinstance(self.replica.store, SqliteStore):
                     self._refresh_wanted = trio.Event()
-                    nursery.start_soon(self._refresher, self.replica.store.path)
+                    self._helper_lock = trio.Lock()
+                    self._store_path = self.replica.store.path
+                    nursery.start_soon(self._refresher)
                 while True:
                     self.observe_peers()
                     self.refresh_if_idle()
@@ -223,10 +227,8 @@ class NodeTracker:
         elif self.snapshots.write():
             driver.kick()  # the next flush commits it
 
-    async def _refresher(self, path: Path) -> None:
+    async def _refresher(self) -> None:
         import trio
-
-        from nodes.snapshot_helper import refresh_in_helper
 
         while True:
             wanted = self._refresh_wanted
@@ -234,8 +236,24 @@ class NodeTracker:
                 return
             await wanted.wait()
             self._refresh_wanted = trio.Event()
+            await self.refresh_now()
+
+    async def refresh_now(self) -> None:
+        """Bring the snapshot up to date through the helper (while ``run`` runs), and wait.
+
+        Also what a caller awaits to know no helper is at work (tests measuring a node).
+        """
+        from nodes.snapshot_helper import refresh_in_helper
+
+        lock, path = self._helper_lock, self._store_path
+        if lock is None or path is None:
+            driver = self._driver()
+            if driver is not None and self.snapshots.behind() > 0 and self.snapshots.write():
+                driver.kick()
+            return
+        async with lock:
             if self.snapshots.behind() == 0:
-                continue
+                return
             ok = await refresh_in_helper(path)
             # Even a "failed" helper may have committed (killed or timed out after it):
             # never write over its rows from a cache it made stale.

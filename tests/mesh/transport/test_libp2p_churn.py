@@ -162,7 +162,10 @@ class Runtime:
         return message_id in messages
 
     async def until_no_connections(self) -> None:
+        """No connection left, and no snapshot helper at work (its pipes are descriptors)."""
         await self.guard.wait_until(lambda: self.guard.open_total == 0)
+        assert self.ready.tracker is not None
+        await self.ready.tracker.refresh_now()
 
 
 def admit_members(datadir: DataDir, members: list[Identity]) -> tuple[bytes, list[LogEntry]]:
