@@ -348,7 +348,7 @@ async def test_a_chat_agent_answers_each_message_in_order_with_the_conversation(
             app.send_message(s.phone_driver.transact, s.phone.peer_id, text, s.now())
             s.phone_driver.kick()
             await until(lambda n=number: len(chat_rows(s)) == 2 * n)
-            await trio.sleep(1)  # MockClock: messages a second apart (same-ms ids are unordered)
+            await trio.sleep(1)  # MockClock: a second apart, whatever new_id's counter does
         assert chat_rows(s) == [
             ("user", "hello"),
             ("assistant", "you said hello"),
