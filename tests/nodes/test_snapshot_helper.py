@@ -91,7 +91,9 @@ def test_the_helper_command(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
-async def test_a_running_tracker_refreshes_through_the_helper(tmp_path: Path) -> None:
+async def test_a_running_tracker_refreshes_through_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mesh, phone, _laptop, _path = sqlite_mesh(tmp_path)
     driver = EngineDriver(mesh.runtime.engine, clock=lambda: NOW)
     tracker = tracking.attach(driver)
@@ -106,6 +108,14 @@ async def test_a_running_tracker_refreshes_through_the_helper(tmp_path: Path) ->
             tracker(output)
 
     mesh.net.observers.append(observe)
+    helpers: list[Path] = []
+    real = helper.refresh_in_helper
+
+    async def counting(path: Path) -> bool:
+        helpers.append(path)
+        return await real(path)
+
+    monkeypatch.setattr(helper, "refresh_in_helper", counting)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tracker.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -113,10 +123,12 @@ async def test_a_running_tracker_refreshes_through_the_helper(tmp_path: Path) ->
             phone.write(SHARED, "messages", f"more{i}", {"text": "x"}, NOW + 95_000 + i)
         mesh.settle(NOW + 96_000)
         store.commit()
+        await trio.testing.wait_all_tasks_blocked()  # the refresher has started its helper
         with trio.fail_after(120):
-            while tracker.snapshots.lid != store.last_lid():
-                await trio.sleep(0.05)
+            await tracker.refresh_now()  # waits for that helper; nothing left to do after it
         nursery.cancel_scope.cancel()
+    assert len(helpers) == 1  # started by the running tracker, once
+    assert tracker.snapshots.lid == store.last_lid()
     assert wrote_in_process == []  # the helper did it, not the node's own loop
     snapshot = read_snapshot(store)
     assert snapshot is not None and snapshot.lid == store.last_lid()
