@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -702,34 +703,44 @@ def ask_node(datadir: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
     return reply
 
 
-def _write(datadir: Any, op: str, text: str) -> str:
-    """Write through the running node, or open the store when no node runs."""
-    from nodes import app
+@contextmanager
+def offline_node(datadir: Any) -> Iterator[tuple[Any, Any, int]]:
+    """Open a stopped node for writing: yields (node, transact, now).
+
+    The data dir's lock is held; the writes are sealed into envelopes and committed
+    when the block ends without an error (they sync when the node next runs).
+    """
     from nodes.setup import open_node
 
-    reply = ask_node(datadir, {"op": op, "text": text})
-    if reply is not None:
-        return str(reply["id"])
     with datadir.locked():
         node = open_node(datadir)
         try:
             now = _now_ms()
-            me = node.identity.peer_id
 
             def transact(doc: str) -> Any:
                 return node.replica.transact(doc, now)
 
-            if op == "send":
-                result = app.send_message(transact, me, text, now)
-            elif op == "task-add":
-                result = app.add_task(transact, me, text, now)
-            else:
-                app.cancel_task(transact, me, text, now)
-                result = text
+            yield node, transact, now
             node.replica.seal_all(now)
         finally:
             node.close()
-    return result
+
+
+def _write(datadir: Any, op: str, text: str) -> str:
+    """Write through the running node, or open the store when no node runs."""
+    from nodes import app
+
+    reply = ask_node(datadir, {"op": op, "text": text})
+    if reply is not None:
+        return str(reply["id"])
+    with offline_node(datadir) as (node, transact, now):
+        me = node.identity.peer_id
+        if op == "send":
+            return app.send_message(transact, me, text, now)
+        if op == "task-add":
+            return app.add_task(transact, me, text, now)
+        app.cancel_task(transact, me, text, now)
+        return text
 
 
 @cli.command()
@@ -757,23 +768,9 @@ def _send_many(datadir: Any, texts: list[str]) -> int:
         chunk = texts[start : start + MAX_TEXTS_PER_REQUEST]
         reply = ask_node(datadir, {"op": "send-many", "texts": chunk})
         if reply is None:
-            from nodes.setup import open_node
-
-            with datadir.locked():
-                node = open_node(datadir)
-                try:
-                    now = _now_ms()
-                    me = node.identity.peer_id
-                    replica = node.replica
-
-                    def transact(doc: str, at: int = now, into: Any = replica) -> Any:
-                        return into.transact(doc, at)
-
-                    for text_ in texts[start:]:
-                        app.send_message(transact, me, text_, now)
-                    replica.seal_all(now)
-                finally:
-                    node.close()
+            with offline_node(datadir) as (node, transact, now):
+                for text_ in texts[start:]:
+                    app.send_message(transact, node.identity.peer_id, text_, now)
             return len(texts)
     return len(texts)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from nodes.cli import _datadir, _Group, _help_width, _now_ms, ask_node, data_dir_option
+from nodes.cli import _datadir, _Group, _help_width, ask_node, data_dir_option, offline_node
 from nodes.errors import NotFound
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
@@ -154,7 +154,6 @@ def notifications_group(
 def dismiss(ctx: click.Context, data_dir: Path | None, notification_id: str) -> None:
     """Dismiss notification ID on every device (works offline)."""
     from nodes import notifications
-    from nodes.setup import open_node
 
     datadir = _datadir(data_dir or ctx.obj)
     datadir.require()
@@ -162,17 +161,7 @@ def dismiss(ctx: click.Context, data_dir: Path | None, notification_id: str) -> 
     if ask_node(datadir, payload) is not None:
         click.echo(f"dismissed {notification_id}")
         return
-    with datadir.locked():
-        node = open_node(datadir)
-        try:
-            now = _now_ms()
-
-            def transact(doc: str) -> Any:
-                return node.replica.transact(doc, now)
-
-            key = node.identity.public_key
-            notifications.dismiss(transact, node.replica, key, notification_id, now)
-            node.replica.seal_all(now)
-        finally:
-            node.close()
+    with offline_node(datadir) as (node, transact, now):
+        key = node.identity.public_key
+        notifications.dismiss(transact, node.replica, key, notification_id, now)
     click.echo(f"dismissed {notification_id} (syncs when the node runs)")

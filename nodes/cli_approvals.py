@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from nodes.cli import _datadir, _Group, _help_width, _now_ms, ask_node, data_dir_option
+from nodes.cli import _datadir, _Group, _help_width, ask_node, data_dir_option, offline_node
 from nodes.errors import NodeError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
@@ -25,29 +25,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 
 @contextmanager
 def _offline_node(datadir: Any) -> Iterator[tuple[Any, Any, int]]:
-    """Open a stopped node for writing: yields (node, transact, now).
-
-    Like ``agentmesh send`` without a running node: the data dir's lock is held, the
-    writes are sealed into envelopes and committed when the block ends. On the
-    runtime, pending approvals are resolved before it closes, as a running one would.
-    """
+    """``offline_node``; on the runtime, pending approvals are resolved before it closes,
+    as a running one would."""
     from nodes import approvals
-    from nodes.setup import RUNTIME_ROLE, open_node
+    from nodes.setup import RUNTIME_ROLE
 
-    with datadir.locked():
-        node = open_node(datadir)
-        try:
-            now = _now_ms()
-
-            def transact(doc: str) -> Any:
-                return node.replica.transact(doc, now)
-
-            yield node, transact, now
-            if node.role == RUNTIME_ROLE.decode():
-                approvals.resolve(node.replica, transact, now)
-            node.replica.seal_all(now)
-        finally:
-            node.close()
+    with offline_node(datadir) as (node, transact, now):
+        yield node, transact, now
+        if node.role == RUNTIME_ROLE.decode():
+            approvals.resolve(node.replica, transact, now)
 
 
 def _rows(data_dir: Path | None) -> list[dict[str, Any]]:
