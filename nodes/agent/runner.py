@@ -49,7 +49,6 @@ class AgentRunner:
         self._open: set[str] = set()
         self._watched: Any = None
         self._subscription: Any = None
-        self.finished = 0
         driver.listeners.append(self._on_output)
 
     # --- the Desk the journal writes through -----------------------------------------
@@ -147,7 +146,6 @@ class AgentRunner:
         clipped = {k: journal.clip(v) if isinstance(v, str) else v for k, v in extra.items()}
         value.update(state=state, **clipped)
         journal.write_record(self, value)
-        self.finished += 1
         log.info("task %s %s", task_id, state)
 
     def _fresh(self, task_id: str) -> dict[str, Any]:
